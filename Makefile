@@ -1,0 +1,40 @@
+# Everything runs from a project-local virtualenv that `install` creates; `run` and `test`
+# depend on it, so a machine with only python3 and make can run both.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Parallel test workers: the machine has 2 cores.
+TEST_WORKERS ?= 2
+
+.PHONY: install run test bench lint fmt clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,lint]'
+	touch $(STAMP)
+
+run: install
+	$(BIN)/python scripts/bench_protocol.py
+
+test: install
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) tests
+
+bench: install
+	$(BIN)/python scripts/bench_protocol.py
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+fmt: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,261 @@
+"""The message catalogue: every kind that crosses a pipe between the master and its children.
+
+Each kind is a msgspec Struct tagged by ``kind`` (the catalogue's name, e.g. ``"COMMAND_EXEC"``),
+so one decoder validates any frame into exactly one typed message. Ids are snowflakes (unsigned
+64-bit ints). Every request carries a ``nonce`` (unique per sender) and a ``deadline``; its answer
+(``ReplyOk``, ``ReplyError``, ``IdentifyGrant``, ``ComputeResult`` or ``HeartbeatAck``) carries the
+same nonce, and every request gets exactly one answer.
+
+Deadlines are absolute ``time.monotonic()`` seconds. All processes of one sharder run on one host,
+where the monotonic clock is shared, so a deadline means the same instant in every process.
+"""
+
+from __future__ import annotations
+
+import time
+import typing
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+PROTOCOL_VERSION = 1
+
+Snowflake = Annotated[int, msgspec.Meta(ge=0)]
+ShardId = Annotated[int, msgspec.Meta(ge=0)]
+Nonce = Annotated[int, msgspec.Meta(ge=0)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+
+Role = Literal["master", "shard_worker", "compute_worker"]
+ErrorCode = Literal[
+    "timeout",  # the deadline passed before an answer came
+    "target_down",  # the process that owns the target is dead or restarting
+    "unknown_target",  # no process owns the target (bad guild/shard id, failed worker)
+    "no_handler",  # the target has no handler registered under that name
+    "handler_failed",  # the handler raised; the message carries its error
+    "busy",  # a bounded queue is full; retry later
+    "invalid",  # the request itself is malformed or names an unknown field
+    "shutting_down",  # the receiver is stopping and takes no new work
+]
+ShardState = Literal["starting", "waiting_identify", "connecting", "ready", "resuming", "down"]
+StateScope = Literal["guild_config", "member_activity", "permissions", "user_data"]
+ComputeTask = Literal["math", "jumbo"]
+
+
+def deadline_in(seconds: float) -> float:
+    """The deadline ``seconds`` from now, in the catalogue's clock."""
+    return time.monotonic() + seconds
+
+
+class Message(msgspec.Struct, tag_field="kind", kw_only=True, omit_defaults=True):
+    """Base of every kind; never sent itself."""
+
+
+class Request(Message):
+    """A message that expects exactly one answer carrying the same nonce."""
+
+    nonce: Nonce
+    deadline: float
+
+
+# -- session ------------------------------------------------------------------------------------
+
+
+class Hello(Message, tag="HELLO"):
+    """First frame each way; a version mismatch ends the connection."""
+
+    version: int
+    role: Role
+    worker_id: int
+    pid: int
+
+
+class Heartbeat(Request, tag="HEARTBEAT"):
+    """Master -> child liveness ping."""
+
+    sent_at: float
+
+
+class ShardHealth(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One shard's condition as its worker sees it, plus what is needed to resume its session."""
+
+    shard_id: ShardId
+    state: ShardState
+    guilds: int = 0
+    latency_ms: float | None = None
+    session_id: str | None = None
+    seq: int | None = None
+    resume_url: str | None = None
+
+
+class HeartbeatAck(Message, tag="HEARTBEAT_ACK"):
+    """Child -> master answer to a heartbeat, carrying the child's health."""
+
+    nonce: Nonce
+    loop_lag_ms: float
+    rss_bytes: int
+    shards: list[ShardHealth] = []
+
+
+# -- answers ------------------------------------------------------------------------------------
+
+
+class ReplyOk(Message, tag="REPLY_OK"):
+    nonce: Nonce
+    payload: Any = None
+
+
+class ReplyError(Message, tag="REPLY_ERROR"):
+    nonce: Nonce
+    code: ErrorCode
+    message: str
+
+
+# -- gateway sessions ---------------------------------------------------------------------------
+
+
+class IdentifyRequest(Request, tag="IDENTIFY_REQUEST"):
+    """A shard asks the master's identify gate for permission to IDENTIFY."""
+
+    shard_id: ShardId
+
+
+class IdentifyGrant(Message, tag="IDENTIFY_GRANT"):
+    """The gate's permission: the shard may IDENTIFY now."""
+
+    nonce: Nonce
+    shard_id: ShardId
+
+
+class ShardReady(Message, tag="SHARD_READY"):
+    """Worker -> master: a shard is serving these guilds."""
+
+    shard_id: ShardId
+    session_id: str
+    guild_ids: list[Snowflake] = []
+
+
+class ShardDisconnect(Message, tag="SHARD_DISCONNECT"):
+    """Worker -> master: a shard lost its connection. Master -> worker: disconnect these shards.
+
+    ``resumable`` says whether the gateway session is kept for another process to resume.
+    """
+
+    shard_ids: list[ShardId]
+    reason: str
+    resumable: bool = False
+
+
+# -- routed commands ----------------------------------------------------------------------------
+
+
+class CommandExec(Request, tag="COMMAND_EXEC"):
+    """Run the handler registered as ``name`` on the shard that owns ``guild_id``."""
+
+    guild_id: Snowflake
+    name: Name
+    payload: Any = None
+
+
+class CommandBroadcast(Request, tag="COMMAND_BROADCAST"):
+    """Run the handler registered as ``name`` on every shard; the reply maps shard -> result."""
+
+    name: Name
+    payload: Any = None
+
+
+class Broadcast(Message, tag="BROADCAST"):
+    """A one-way event delivered to every shard worker; no reply."""
+
+    event: Name
+    payload: Any = None
+
+
+# -- shared state -------------------------------------------------------------------------------
+
+
+class StateUpdate(Request, tag="STATE_UPDATE"):
+    """Worker -> master: change shared state; acknowledged once durable."""
+
+    scope: StateScope
+    changes: dict[str, Any]
+    guild_id: Snowflake = 0
+    user_id: Snowflake = 0
+
+
+class GuildSync(Message, tag="GUILD_SYNC"):
+    """Master -> worker: the full shared state of one guild, before it takes routed traffic."""
+
+    guild_id: Snowflake
+    version: int
+    state: dict[str, Any]
+
+
+class CacheInvalidate(Message, tag="CACHE_INVALIDATE"):
+    """Master -> worker: cached entries of ``scope`` for these keys are stale as of ``version``."""
+
+    scope: StateScope
+    keys: list[Snowflake]
+    version: int
+
+
+class MemberUpdate(Message, tag="MEMBER_UPDATE"):
+    guild_id: Snowflake
+    user_id: Snowflake
+    fields: dict[str, Any]
+
+
+class UserUpdate(Message, tag="USER_UPDATE"):
+    user_id: Snowflake
+    fields: dict[str, Any]
+
+
+class PresenceUpdate(Message, tag="PRESENCE_UPDATE"):
+    guild_id: Snowflake
+    user_id: Snowflake
+    status: Literal["online", "idle", "dnd", "offline"]
+    activity: str | None = None
+
+
+# -- compute ------------------------------------------------------------------------------------
+
+
+class ComputeRequest(Request, tag="COMPUTE_REQUEST"):
+    task: ComputeTask
+    args: dict[str, Any]
+
+
+class ComputeResult(Message, tag="COMPUTE_RESULT"):
+    """A finished compute task: a value, and for images the encoded bytes and their type."""
+
+    nonce: Nonce
+    value: Any = None
+    data: bytes | None = None
+    content_type: str | None = None
+
+
+AnyMessage = (
+    Hello
+    | Heartbeat
+    | HeartbeatAck
+    | ReplyOk
+    | ReplyError
+    | IdentifyRequest
+    | IdentifyGrant
+    | ShardReady
+    | ShardDisconnect
+    | CommandExec
+    | CommandBroadcast
+    | Broadcast
+    | StateUpdate
+    | GuildSync
+    | CacheInvalidate
+    | MemberUpdate
+    | UserUpdate
+    | PresenceUpdate
+    | ComputeRequest
+    | ComputeResult
+)
+
+CATALOGUE: dict[str, type[Message]] = {
+    cls.__struct_config__.tag: cls for cls in typing.get_args(AnyMessage)
+}
