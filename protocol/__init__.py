@@ -18,7 +18,7 @@ from protocol.errors import (
     UnknownMessageKind,
     VersionMismatch,
 )
-from protocol.framing import DEFAULT_FRAME_CAP, FrameDecoder, FrameEncoder
+from protocol.framing import DEFAULT_FRAME_CAP, Frame, FrameDecoder, FrameEncoder
 from protocol.messages import CATALOGUE, PROTOCOL_VERSION, AnyMessage, Message, deadline_in
 from protocol.routing import RoutingTable, contiguous_assignment, shard_for_guild
 
@@ -30,6 +30,7 @@ __all__ = [
     "ChecksumMismatch",
     "Connection",
     "ConnectionClosed",
+    "Frame",
     "FrameDecoder",
     "FrameEncoder",
     "FrameTooLarge",

@@ -19,15 +19,18 @@ import os
 import socket
 import typing
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from protocol.errors import ConnectionClosed, HandshakeFailed, ProtocolError, VersionMismatch
-from protocol.framing import DEFAULT_FRAME_CAP, FrameDecoder, FrameEncoder
+from protocol.framing import DEFAULT_FRAME_CAP, Frame, FrameDecoder, FrameEncoder
 from protocol.messages import AnyMessage, Hello, Message
 
 DEFAULT_WRITE_BUFFER_LIMIT = 1024 * 1024
 DEFAULT_INBOX_LIMIT = 4096
 DEFAULT_HELLO_TIMEOUT = 10.0
+
+# Called with the connection, the messages that arrived and, for each, its frame as received.
+Receiver = Callable[["Connection", list[AnyMessage], list[Frame]], None]
 
 
 class Connection(asyncio.Protocol):
@@ -45,6 +48,7 @@ class Connection(asyncio.Protocol):
         self._write_buffer_limit = write_buffer_limit
         self._inbox_limit = inbox_limit
         self._inbox: deque[AnyMessage] = deque()
+        self._receiver: Receiver | None = None
         self._transport: asyncio.Transport | None = None
         self._reader: asyncio.Future[None] | None = None
         self._drain_waiters: list[asyncio.Future[None]] = []
@@ -65,6 +69,16 @@ class Connection(asyncio.Protocol):
     def is_open(self) -> bool:
         return self._error is None
 
+    @property
+    def inbox_size(self) -> int:
+        """Messages received and not yet taken by ``recv``."""
+        return len(self._inbox)
+
+    @property
+    def write_buffer_size(self) -> int:
+        """Bytes written and not yet taken by the kernel."""
+        return 0 if self._transport is None else self._transport.get_write_buffer_size()
+
     async def recv(self) -> AnyMessage:
         """The next message. Raises the reason for the end once the inbox is drained."""
         if not self._inbox:
@@ -82,17 +96,55 @@ class Connection(asyncio.Protocol):
         self._resume_reading_if_drained()
         return messages
 
+    def deliver_to(self, receiver: Receiver | None) -> None:
+        """Hand arriving messages to ``receiver`` straight from the read callback.
+
+        This is the router's fast path: no inbox, no task wake-up per batch, and each message
+        comes with its frame so it can be forwarded unchanged (``forward_nowait``) instead of
+        re-encoded. The receiver runs inside the event loop's read callback, so it must not
+        block; it applies backpressure with ``pause_reading``. Messages already in the inbox are
+        handed over at once. The end of the connection shows in ``wait_closed``.
+        """
+        self._receiver = receiver
+        if receiver is not None and self._inbox:
+            pending = list(self._inbox)
+            self._inbox.clear()
+            receiver(self, pending, [self._encoder.encode(message) for message in pending])
+
+    @property
+    def writable(self) -> bool:
+        """False while the write buffer is over its limit: writers should wait."""
+        return not self._write_paused
+
+    def pause_reading(self) -> None:
+        if not self._read_paused and self._transport is not None:
+            self._read_paused = True
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._read_paused and self._transport is not None and self.is_open:
+            self._read_paused = False
+            self._transport.resume_reading()
+
     async def send(self, message: Message) -> None:
         """Write one frame, first waiting while the write buffer is over its limit."""
         if self._write_paused:
-            await self._wait_writable()
+            await self.wait_writable()
         self._require_open().write(self._encoder.encode(message))
 
     async def send_batch(self, messages: Iterable[Message]) -> None:
         """Write many frames with a single write."""
         if self._write_paused:
-            await self._wait_writable()
+            await self.wait_writable()
+        self.send_batch_nowait(messages)
+
+    def send_batch_nowait(self, messages: Iterable[Message]) -> None:
+        """Write now, even over the buffer limit: the caller must honour ``writable``."""
         self._require_open().write(self._encoder.encode_batch(messages))
+
+    def forward_nowait(self, frames: list[Frame]) -> None:
+        """Write frames received on another connection as they are, like ``send_batch_nowait``."""
+        self._require_open().writelines(frames)
 
     def close(self, reason: ProtocolError | None = None) -> None:
         """Start closing; pending writes are flushed first. ``wait_closed`` waits for the end."""
@@ -133,13 +185,19 @@ class Connection(asyncio.Protocol):
         self._transport.set_write_buffer_limits(high=self._write_buffer_limit)
 
     def data_received(self, data: bytes) -> None:
+        batch: list[AnyMessage] = []
+        frames: list[Frame] | None = [] if self._receiver is not None else None
         try:
-            self._inbox.extend(self._decoder.feed(data))
+            batch.extend(self._decoder.feed(data, frames))
         except ProtocolError as error:
             self.close(error)
-        if not self._read_paused and len(self._inbox) >= self._inbox_limit and self.is_open:
-            self._read_paused = True
-            self._require_transport().pause_reading()
+        if self._receiver is not None:
+            if batch:
+                self._receiver(self, batch, frames or [])
+            return
+        self._inbox.extend(batch)
+        if len(self._inbox) >= self._inbox_limit:
+            self.pause_reading()
         self._wake_reader()
 
     def eof_received(self) -> bool:
@@ -151,6 +209,12 @@ class Connection(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        # A peer that dies with unread data in its socket resets the connection instead of
+        # sending EOF; a partial frame in the buffer still means it died mid-frame.
+        try:
+            self._decoder.close()
+        except ProtocolError as error:
+            self._set_error(error)
         reason = f"connection lost: {exc}" if exc else "connection lost"
         self._set_error(ConnectionClosed(reason))
         self._wake_reader()
@@ -185,8 +249,7 @@ class Connection(asyncio.Protocol):
 
     def _resume_reading_if_drained(self) -> None:
         if self._read_paused and len(self._inbox) <= self._inbox_limit // 2:
-            self._read_paused = False
-            self._require_transport().resume_reading()
+            self.resume_reading()
 
     def _wake_reader(self) -> None:
         if self._reader is not None and not self._reader.done():
@@ -198,7 +261,8 @@ class Connection(asyncio.Protocol):
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def _wait_writable(self) -> None:
+    async def wait_writable(self) -> None:
+        """Return once the write buffer is under its limit (or the connection has ended)."""
         while self._write_paused and self._error is None:
             waiter = asyncio.get_running_loop().create_future()
             self._drain_waiters.append(waiter)

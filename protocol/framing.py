@@ -28,6 +28,9 @@ from protocol.errors import (
 )
 from protocol.messages import CATALOGUE, AnyMessage, Message
 
+# A frame as received: header and body, viewing the immutable bytes it arrived in.
+Frame = bytes | memoryview
+
 HEADER = struct.Struct(">II")
 HEADER_SIZE = HEADER.size
 DEFAULT_FRAME_CAP = 16 * 1024 * 1024
@@ -36,35 +39,29 @@ _crc32 = zlib.crc32
 
 
 class FrameEncoder:
-    """Encodes messages into frames; many messages can share one buffer (one write)."""
+    """Encodes messages into frames; a batch of frames comes out as one buffer (one write)."""
 
     def __init__(self, frame_cap: int = DEFAULT_FRAME_CAP) -> None:
         self._encoder = msgspec.msgpack.Encoder()
         self._frame_cap = frame_cap
 
-    def encode(self, message: Message) -> bytearray:
-        buffer = bytearray()
-        self.encode_into(message, buffer)
-        return buffer
+    def encode(self, message: Message) -> bytes:
+        body = self._encoder.encode(message)
+        return self._header(body) + body
 
-    def encode_batch(self, messages: Iterable[Message]) -> bytearray:
-        buffer = bytearray()
+    def encode_batch(self, messages: Iterable[Message]) -> bytes:
+        parts: list[bytes] = []
         for message in messages:
-            self.encode_into(message, buffer)
-        return buffer
+            body = self._encoder.encode(message)
+            parts.append(self._header(body))
+            parts.append(body)
+        return b"".join(parts)
 
-    def encode_into(self, message: Message, buffer: bytearray) -> None:
-        """Append one frame to ``buffer``. An oversized message is refused here, at its sender."""
-        start = len(buffer)
-        body_start = start + HEADER_SIZE
-        self._encoder.encode_into(message, buffer, body_start)
-        length = len(buffer) - body_start
-        if length > self._frame_cap:
-            del buffer[start:]
-            raise FrameTooLarge(length, self._frame_cap)
-        with memoryview(buffer) as view:
-            checksum = _crc32(view[body_start:])
-        HEADER.pack_into(buffer, start, length, checksum)
+    def _header(self, body: bytes) -> bytes:
+        """An oversized message is refused here, at its sender, before anything is written."""
+        if len(body) > self._frame_cap:
+            raise FrameTooLarge(len(body), self._frame_cap)
+        return HEADER.pack(len(body), _crc32(body))
 
 
 class FrameDecoder:
@@ -75,9 +72,11 @@ class FrameDecoder:
     """
 
     def __init__(self, frame_cap: int = DEFAULT_FRAME_CAP) -> None:
-        self._decoder = msgspec.msgpack.Decoder(AnyMessage)
+        self._decoder: msgspec.msgpack.Decoder[AnyMessage] = msgspec.msgpack.Decoder(AnyMessage)
         self._frame_cap = frame_cap
+        # The start of an incomplete frame, and how many bytes it needs before parsing is worth it.
         self._buffer = bytearray()
+        self._needed = 0
         self._error: ProtocolError | None = None
 
     @property
@@ -85,35 +84,72 @@ class FrameDecoder:
         """Bytes received but not yet part of a whole frame."""
         return len(self._buffer)
 
-    def feed(self, data: bytes | bytearray | memoryview) -> Iterator[AnyMessage]:
+    def feed(
+        self, data: bytes | bytearray | memoryview, frames: list[Frame] | None = None
+    ) -> Iterator[AnyMessage]:
         """Yield every message completed by ``data``, in order.
 
-        Messages that precede a bad frame in the same chunk are yielded first; the error is
-        raised where the bad frame stands, so nothing that arrived intact is lost.
+        Messages that precede a bad frame are yielded first and the error is raised after
+        them, so nothing that arrived intact is lost. With ``frames``, each message's whole
+        frame is appended to it, for forwarding without re-encoding; pass immutable ``bytes``
+        then, as the frames view the data.
         """
         if self._error is not None:
             raise self._error
-        buffer = self._buffer
-        buffer += data
-        position = 0
-        try:
-            while len(buffer) - position >= HEADER_SIZE:
-                length, checksum = HEADER.unpack_from(buffer, position)
-                if length > self._frame_cap:
-                    raise FrameTooLarge(length, self._frame_cap)
-                end = position + HEADER_SIZE + length
-                if len(buffer) < end:
-                    break
-                message = self._decode_body(buffer[position + HEADER_SIZE : end], checksum)
-                position = end
-                yield message
-        except ProtocolError as error:
+        if self._buffer:
+            self._buffer += data
+            if len(self._buffer) < self._needed:
+                return
+            data = bytes(self._buffer)
+            self._buffer.clear()
+        messages, position, error = self._parse(data, frames)
+        if error is None and position < len(data):
+            self._buffer += memoryview(data)[position:]
+            self._needed = self._frame_end(self._buffer, 0)
+        yield from messages
+        if error is not None:
             self._error = error
-            buffer.clear()
-            raise
-        finally:
-            if self._error is None:
-                del buffer[:position]
+            raise error
+
+    def _parse(
+        self, data: bytes | bytearray | memoryview, frames: list[Frame] | None
+    ) -> tuple[list[AnyMessage], int, ProtocolError | None]:
+        """Decode the whole frames at the start of ``data``: messages, bytes used, first error."""
+        messages: list[AnyMessage] = []
+        position = 0
+        size = len(data)
+        view = memoryview(data)
+        unpack, cap, decode = HEADER.unpack_from, self._frame_cap, self._decoder.decode
+        try:
+            while size - position >= HEADER_SIZE:
+                length, checksum = unpack(data, position)
+                if length > cap:
+                    raise FrameTooLarge(length, cap)
+                end = position + HEADER_SIZE + length
+                if end > size:
+                    break
+                body = view[position + HEADER_SIZE : end]
+                if _crc32(body) != checksum:
+                    raise ChecksumMismatch(length, checksum, _crc32(body))
+                try:
+                    messages.append(decode(body))
+                except msgspec.MsgspecError as error:
+                    raise _explain_undecodable(body, error) from None
+                if frames is not None:
+                    frames.append(view[position:end])
+                position = end
+        except ProtocolError as error:
+            return messages, position, error
+        return messages, position, None
+
+    def _frame_end(self, data: bytes | bytearray | memoryview, position: int) -> int:
+        """Where the frame starting at ``position`` ends, once its header is in; checks the cap."""
+        if len(data) - position < HEADER_SIZE:
+            return position + HEADER_SIZE
+        length: int = HEADER.unpack_from(data, position)[0]
+        if length > self._frame_cap:
+            raise FrameTooLarge(length, self._frame_cap)
+        return position + HEADER_SIZE + length
 
     def close(self) -> None:
         """The stream ended: an incomplete frame left in the buffer is an error."""
@@ -128,20 +164,11 @@ class FrameDecoder:
         self._buffer.clear()
         raise self._error
 
-    def _decode_body(self, body: bytearray, checksum: int) -> AnyMessage:
-        actual = _crc32(body)
-        if actual != checksum:
-            raise ChecksumMismatch(len(body), checksum, actual)
-        try:
-            return self._decoder.decode(body)
-        except msgspec.ValidationError as error:
-            raise _explain_invalid(body, error) from None
-        except msgspec.DecodeError as error:
-            raise MalformedFrame(f"frame of {len(body)} bytes is not msgpack: {error}") from None
 
-
-def _explain_invalid(body: bytearray, error: msgspec.ValidationError) -> ProtocolError:
-    """Turn msgspec's validation error into one that names the kind and the field."""
+def _explain_undecodable(body: memoryview, error: msgspec.MsgspecError) -> ProtocolError:
+    """Turn msgspec's error into one that names the problem, the kind and the field."""
+    if not isinstance(error, msgspec.ValidationError):
+        return MalformedFrame(f"frame of {len(body)} bytes is not msgpack: {error}")
     raw = msgspec.msgpack.decode(body)
     if not isinstance(raw, dict):
         return MalformedFrame(

@@ -8,7 +8,7 @@ SNOWFLAKE_LIMIT = 2**64
 
 
 def shard_for_guild(guild_id: int, shard_count: int) -> int:
-    """Discord's rule: the guild's creation timestamp (its id without the low 22 bits) mod shards."""
+    """Discord's rule: the guild's creation timestamp (its id less the low 22 bits) mod shards."""
     if shard_count < 1:
         raise ValueError(f"shard_count must be at least 1, got {shard_count}")
     if not 0 <= guild_id < SNOWFLAKE_LIMIT:
@@ -17,7 +17,7 @@ def shard_for_guild(guild_id: int, shard_count: int) -> int:
 
 
 def contiguous_assignment(shard_count: int, owner_count: int) -> dict[int, int]:
-    """Split shards 0..S-1 into ``owner_count`` contiguous runs whose sizes differ by at most one."""
+    """Split shards 0..S-1 into ``owner_count`` contiguous runs, sizes differing by at most one."""
     if not 1 <= owner_count <= shard_count:
         raise ValueError(f"cannot split {shard_count} shards over {owner_count} owners")
     base, extra = divmod(shard_count, owner_count)

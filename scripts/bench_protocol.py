@@ -23,25 +23,26 @@ import statistics
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import uvloop
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from protocol import (  # noqa: E402
+from protocol import (
     PROTOCOL_VERSION,
+    AnyMessage,
     Connection,
     ConnectionClosed,
+    Frame,
     FrameDecoder,
     FrameEncoder,
     RoutingTable,
     open_connection,
     socket_from_pipe,
 )
-from protocol.messages import CommandExec, Hello, Message, ReplyOk  # noqa: E402
+from protocol.messages import CommandExec, Hello, ReplyOk
 
 WINDOW = 64
 SHARDS = 2
@@ -81,7 +82,11 @@ def echo_worker(pipe: Pipe) -> None:
 
 
 def relay_worker(upstream_pipe: Pipe, downstream_pipe: Pipe) -> None:
-    """Routes requests by guild through a routing table, and replies back by nonce."""
+    """Routes requests by guild through a routing table, and replies back by nonce.
+
+    It forwards from the read callback (``deliver_to``), batching per target and passing frames
+    on unchanged, as the master's router does.
+    """
 
     async def serve() -> None:
         upstream = await connect(upstream_pipe, "master", 0)
@@ -89,30 +94,38 @@ def relay_worker(upstream_pipe: Pipe, downstream_pipe: Pipe) -> None:
         workers = {1: downstream}
         table = RoutingTable(SHARDS, {0: 0, 1: 1})
         origin: dict[int, Connection] = {}
+        held: set[asyncio.Task[None]] = set()
 
-        async def route_requests() -> None:
-            while True:
-                outgoing: dict[Connection, list[Message]] = defaultdict(list)
-                for message in await upstream.recv_batch():
-                    assert isinstance(message, CommandExec)
-                    origin[message.nonce] = upstream
-                    outgoing[workers[table.owner_of_guild(message.guild_id)]].append(message)
-                for target, messages in outgoing.items():
-                    await target.send_batch(messages)
-
-        async def route_replies() -> None:
-            while True:
-                outgoing: dict[Connection, list[Message]] = defaultdict(list)
-                for message in await downstream.recv_batch():
+        def route(source: Connection, batch: list[AnyMessage], frames: list[Frame]) -> None:
+            outgoing: dict[Connection, list[Frame]] = defaultdict(list)
+            for message, frame in zip(batch, frames, strict=True):
+                if isinstance(message, CommandExec):
+                    origin[message.nonce] = source
+                    outgoing[workers[table.owner_of_guild(message.guild_id)]].append(frame)
+                else:
                     assert isinstance(message, ReplyOk)
-                    outgoing[origin.pop(message.nonce)].append(message)
-                for target, messages in outgoing.items():
-                    await target.send_batch(messages)
+                    outgoing[origin.pop(message.nonce)].append(frame)
+            for target, forwarded in outgoing.items():
+                target.forward_nowait(forwarded)
+                if not target.writable:
+                    hold(source, target)
 
-        try:
-            await asyncio.gather(route_requests(), route_replies())
-        except ConnectionClosed:
-            return
+        def hold(source: Connection, target: Connection) -> None:
+            """Backpressure: stop reading ``source`` until ``target`` drains."""
+            source.pause_reading()
+            waiting = asyncio.create_task(target.wait_writable())
+            held.add(waiting)
+
+            def release(task: asyncio.Task[None]) -> None:
+                held.discard(task)
+                source.resume_reading()
+
+            waiting.add_done_callback(release)
+
+        upstream.deliver_to(route)
+        downstream.deliver_to(route)
+        ends = [asyncio.ensure_future(c.wait_closed()) for c in (upstream, downstream)]
+        await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
 
     uvloop.run(serve())
 
@@ -343,8 +356,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = (args.runs, args.round_trips, args.pipelined)
 
-    print(f"bench_protocol: {os.cpu_count()} cores, python {sys.version.split()[0]}, "
-          f"medians of {args.runs} runs")
+    print(
+        f"bench_protocol: {os.cpu_count()} cores, python {sys.version.split()[0]}, "
+        f"medians of {args.runs} runs"
+    )
     codec = statistics.median(encode_decode_rate(200_000) for _ in range(args.runs))
     print(f"(a) encode+decode COMMAND_EXEC, one process:   {codec:>12,.0f} msgs/s")
 
@@ -355,8 +370,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def row(label: str, scenario: Scenario) -> None:
         ping = scenario.ping_pong
-        print(f"    {label:<28} p50 {ping.p50_us:7.1f} us  p99 {ping.p99_us:7.1f} us  "
-              f"ping-pong {ping.rate:>8,.0f}/s  pipelined x{WINDOW} {scenario.pipelined:>9,.0f}/s")
+        print(
+            f"    {label:<28} p50 {ping.p50_us:7.1f} us  p99 {ping.p99_us:7.1f} us  "
+            f"ping-pong {ping.rate:>8,.0f}/s  pipelined x{WINDOW} {scenario.pipelined:>9,.0f}/s"
+        )
 
     print("(b,c) direct, two processes over one Pipe:")
     row("sharder connection (uvloop)", direct)
@@ -366,20 +383,28 @@ def main(argv: list[str] | None = None) -> int:
     row("multiprocessing pickle", relayed_pickle)
 
     targets = [
-        ("direct pipelined / pickle ping-pong rate", direct.pipelined / direct_pickle.ping_pong.rate,
-         ">=", 6.0),
+        (
+            "direct pipelined / pickle ping-pong rate",
+            direct.pipelined / direct_pickle.ping_pong.rate,
+            ">=",
+            6.0,
+        ),
         ("relayed p50 / direct p50", relayed.ping_pong.p50_us / direct.ping_pong.p50_us, "<=", 1.5),
         ("relayed pipelined / direct pipelined", relayed.pipelined / direct.pipelined, ">=", 0.5),
     ]
     print("targets:")
     for label, ratio, sense, bound in targets:
         met = ratio >= bound if sense == ">=" else ratio <= bound
-        print(f"    {label:<42} {ratio:6.2f}  (target {sense} {bound})  {'met' if met else 'MISSED'}")
+        print(
+            f"    {label:<42} {ratio:6.2f}  (target {sense} {bound})  {'met' if met else 'MISSED'}"
+        )
 
     if args.integrity:
         rate = integrity(args.integrity)
-        print(f"(e) integrity: {args.integrity:,} requests/replies over one Pipe, "
-              f"none lost or reordered, {rate:,.0f}/s")
+        print(
+            f"(e) integrity: {args.integrity:,} requests/replies over one Pipe, "
+            f"none lost or reordered, {rate:,.0f}/s"
+        )
     return 0
 
 

@@ -1,1 +1,1 @@
-"""placeholder"""
+"""The master process: supervisor, router, identify gate, state store, REST gate, CLI."""

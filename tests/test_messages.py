@@ -43,7 +43,9 @@ SAMPLES: list[Message] = [
         loop_lag_ms=0.4,
         rss_bytes=50_000_000,
         shards=[
-            ShardHealth(shard_id=0, state="ready", guilds=10, latency_ms=41.0, session_id="s", seq=9),
+            ShardHealth(
+                shard_id=0, state="ready", guilds=10, latency_ms=41.0, session_id="s", seq=9
+            ),
             ShardHealth(shard_id=1, state="waiting_identify"),
         ],
     ),

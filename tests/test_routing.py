@@ -46,7 +46,7 @@ def test_routing_table_routes_guilds_and_honours_overrides() -> None:
 
 def test_routing_table_rejects_bad_shards() -> None:
     table = RoutingTable.contiguous(4, 2)
-    with pytest.raises(KeyError, match="shard 4 is outside 0..3"):
+    with pytest.raises(KeyError, match=r"shard 4 is outside 0\.\.3"):
         table.owner_of_shard(4)
     with pytest.raises(KeyError):
         table.override(9, 0)
