@@ -11,8 +11,10 @@ import pytest
 
 from protocol import (
     PROTOCOL_VERSION,
+    AnyMessage,
     Connection,
     ConnectionClosed,
+    Frame,
     FrameEncoder,
     HandshakeFailed,
     ProtocolError,
@@ -196,7 +198,7 @@ async def test_router_mode_forwards_frames_unchanged() -> None:
     right_master, right_worker = await pair()
     routed: list[object] = []
 
-    def route(source: Connection, messages: list[object], frames: list[bytes | memoryview]) -> None:
+    def route(source: Connection, messages: list[AnyMessage], frames: list[Frame]) -> None:
         assert source is left_master
         routed.extend(messages)
         right_master.forward_nowait(frames)
