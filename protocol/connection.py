@@ -117,7 +117,7 @@ class Connection(asyncio.Protocol):
         return not self._write_paused
 
     def pause_reading(self) -> None:
-        if not self._read_paused and self._transport is not None:
+        if not self._read_paused and self._transport is not None and self.is_open:
             self._read_paused = True
             self._transport.pause_reading()
 
