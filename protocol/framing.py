@@ -105,7 +105,7 @@ class FrameDecoder:
         messages, position, error = self._parse(data, frames)
         if error is None and position < len(data):
             self._buffer += memoryview(data)[position:]
-            self._needed = self._frame_end(self._buffer, 0)
+            self._needed = _frame_size(self._buffer)
         yield from messages
         if error is not None:
             self._error = error
@@ -142,27 +142,21 @@ class FrameDecoder:
             return messages, position, error
         return messages, position, None
 
-    def _frame_end(self, data: bytes | bytearray | memoryview, position: int) -> int:
-        """Where the frame starting at ``position`` ends, once its header is in; checks the cap."""
-        if len(data) - position < HEADER_SIZE:
-            return position + HEADER_SIZE
-        length: int = HEADER.unpack_from(data, position)[0]
-        if length > self._frame_cap:
-            raise FrameTooLarge(length, self._frame_cap)
-        return position + HEADER_SIZE + length
-
     def close(self) -> None:
         """The stream ended: an incomplete frame left in the buffer is an error."""
         if self._error is not None or not self._buffer:
             return
-        have = len(self._buffer)
-        if have < HEADER_SIZE:
-            need = HEADER_SIZE
-        else:
-            need = HEADER_SIZE + HEADER.unpack_from(self._buffer, 0)[0]
-        self._error = TruncatedFrame(have, need)
+        self._error = TruncatedFrame(len(self._buffer), self._needed)
         self._buffer.clear()
         raise self._error
+
+
+def _frame_size(partial: bytearray) -> int:
+    """The whole size of the frame that ``partial`` begins (its cap was checked by the parser)."""
+    if len(partial) < HEADER_SIZE:
+        return HEADER_SIZE
+    length: int = HEADER.unpack_from(partial, 0)[0]
+    return HEADER_SIZE + length
 
 
 def _explain_undecodable(body: memoryview, error: msgspec.MsgspecError) -> ProtocolError:
