@@ -103,7 +103,7 @@ class Connection(asyncio.Protocol):
         comes with its frame so it can be forwarded unchanged (``forward_nowait``) instead of
         re-encoded. The receiver runs inside the event loop's read callback, so it must not
         block; it applies backpressure with ``pause_reading``. Messages already in the inbox are
-        handed over at once. The end of the connection shows in ``wait_closed``.
+        handed over at once. The end shows in ``wait_closed``, and why in ``error``.
         """
         self._receiver = receiver
         if receiver is not None and self._inbox:

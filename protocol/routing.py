@@ -65,9 +65,6 @@ class RoutingTable:
     def shards_of(self, owner: int) -> list[int]:
         return [shard for shard, who in enumerate(self._owners) if who == owner]
 
-    def owners(self) -> set[int]:
-        return set(self._owners)
-
     def override(self, shard_id: int, owner: int) -> None:
         """Route ``shard_id`` to ``owner`` until the override is cleared."""
         self.owner_of_shard(shard_id)
