@@ -184,13 +184,13 @@ messages_strategy = st.lists(
 )
 
 
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.binary(max_size=512), cuts=st.lists(st.integers(0, 512), max_size=6))
 def test_random_bytes_never_crash_and_never_yield_a_message(data: bytes, cuts: list[int]) -> None:
     assert feed_until_error(chunked(data, cuts)) == []
 
 
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     messages=messages_strategy,
     mutations=st.lists(
