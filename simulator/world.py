@@ -148,6 +148,10 @@ class World:
             and guild_id not in self._removed
         )
 
+    def has_user(self, snowflake: int) -> bool:
+        index = (snowflake >> 22) - USER_EPOCH_OFFSET
+        return snowflake & LOW_BITS == 1 and 0 <= index < self.user_count
+
     @staticmethod
     def _guild_id(index: int) -> int:
         return (GUILD_EPOCH_OFFSET + index) << 22
