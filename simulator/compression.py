@@ -7,11 +7,15 @@ payloads go out as TEXT frames, as Discord sends them.
 
 from __future__ import annotations
 
+import sys
 import zlib
 from collections.abc import Callable
 from typing import Final
 
-from backports import zstd
+if sys.version_info >= (3, 14):
+    from compression import zstd
+else:
+    from backports import zstd
 
 NONE: Final = "none"
 ZLIB_STREAM: Final = "zlib-stream"

@@ -13,6 +13,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from simulator.gateway import Gateway
 from simulator.payloads import Payload, PayloadFactory, SnowflakeFactory, command_id, now_iso
 from simulator.stats import Stats
@@ -91,8 +93,11 @@ class MessageLog:
         self.snowflakes = snowflakes
         self.attachment_url = attachment_url  # http://HOST:PORT/attachments, set once bound
         self.bot_messages: OrderedDict[int, BotMessage] = OrderedDict()
-        self._recent: OrderedDict[int, Payload] = OrderedDict()
+        # Encoded: a hundred thousand payloads as dicts would be millions of objects for the
+        # garbage collector to walk, which halved the dispatch rate.
+        self._recent: OrderedDict[int, bytes] = OrderedDict()
         self.interactions: OrderedDict[str, Interaction] = OrderedDict()  # by token
+        self._bot_nonces: dict[tuple[int, int | str], int] = {}
         self._interaction_tokens = itertools.count(1)
 
     def check_channel(self, channel_id: int) -> None:
@@ -105,10 +110,19 @@ class MessageLog:
 
     def get(self, channel_id: int, message_id: int) -> Payload:
         found = self.bot_messages.get(message_id)
-        payload = found.payload if found is not None else self._recent.get(message_id)
+        if found is not None:
+            payload: Payload | None = found.payload
+        else:
+            encoded = self._recent.get(message_id)
+            payload = None if encoded is None else msgspec.json.decode(encoded)
         if payload is None or int(payload["channel_id"]) != channel_id:
             raise UnknownMessage(message_id)
         return payload
+
+    def by_nonce(self, channel_id: int, nonce: int | str) -> Payload | None:
+        """The bot's message in a channel with this nonce: a retried POST that already landed."""
+        message_id = self._bot_nonces.get((channel_id, nonce))
+        return None if message_id is None else self.bot_messages[message_id].payload
 
     def post(
         self,
@@ -120,6 +134,7 @@ class MessageLog:
         attachments: list[Attachment] | None = None,
         reference: Payload | None = None,
         interaction: Interaction | None = None,
+        nonce: int | str | None = None,
     ) -> Payload:
         """Create a message and dispatch it as MESSAGE_CREATE to its guild's shard."""
         self.check_channel(channel_id)
@@ -141,12 +156,16 @@ class MessageLog:
                 "user": self.payloads.user(interaction.user_id),
                 "authorizing_integration_owners": {"0": str(guild_of(channel_id))},
             }
+        if nonce is not None:
+            payload["nonce"] = nonce
         if author_id == self.world.bot_id:
             self.stats.bot_messages += 1
             self.bot_messages[message_id] = BotMessage(payload, files)
+            if nonce is not None:
+                self._bot_nonces[(channel_id, nonce)] = message_id
         else:
             self.stats.user_messages += 1
-            self._recent[message_id] = payload
+            self._recent[message_id] = msgspec.json.encode(payload)
             if len(self._recent) > RECENT:
                 self._recent.popitem(last=False)
         self.gateway.dispatch(guild_of(channel_id), "MESSAGE_CREATE", payload)

@@ -34,6 +34,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 API_PREFIX = "/api/v10"
 MAX_CONTENT = 2000
 MAX_EMBEDS = 10
+MAX_NONCE = 25
 MAX_REQUEST_SIZE = 25 * 1024 * 1024  # Discord's attachment limit for bots
 INTERACTION_RESPONSE_MESSAGE = 4  # CHANNEL_MESSAGE_WITH_SOURCE
 INTERACTION_RESPONSE_TYPES = frozenset({1, 4, 5, 6, 7, 8, 9, 12})
@@ -449,6 +450,18 @@ class RestApi:
             raise ApiError.invalid_field("embeds", f"Must be a list of {MAX_EMBEDS} or fewer.")
         if not (content or embeds or files):
             raise ApiError(400, "Cannot send an empty message", EMPTY_MESSAGE)
+        nonce = body.get("nonce")
+        if nonce is not None and not (
+            (type(nonce) is int) or (isinstance(nonce, str) and len(nonce) <= MAX_NONCE)
+        ):
+            raise ApiError.invalid_field(
+                "nonce", f"Must be an integer or a string of {MAX_NONCE} or fewer."
+            )
+        if nonce is not None and body.get("enforce_nonce"):
+            # Discord answers a retry with the message the first attempt created.
+            existing = self.messages.by_nonce(channel_id, nonce)
+            if existing is not None:
+                return existing
         reference = self._reference(channel_id, body.get("message_reference"))
         return self.messages.post(
             channel_id,
@@ -458,6 +471,7 @@ class RestApi:
             attachments=files,
             reference=reference,
             interaction=interaction,
+            nonce=nonce,
         )
 
     def _reference(self, channel_id: int, reference: object) -> Payload | None:

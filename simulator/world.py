@@ -13,6 +13,7 @@ take small low-bit values, so ``id & ~LOW_BITS`` of any of them gives back its g
 from __future__ import annotations
 
 import base64
+import functools
 import random
 from dataclasses import dataclass, field
 
@@ -26,6 +27,7 @@ CHANNEL_BASE = 0x100
 ROLE_BASE = 0x200
 EMOJI_BASE = 0x300
 PER_GUILD_LIMIT = 0x100  # channels, roles and emoji per guild each stay below this
+GUILD_CACHE = 16_384
 
 WORDS = (
     "amber", "birch", "cobalt", "delta", "ember", "fjord", "granite", "harbor", "iris", "juniper",
@@ -91,6 +93,8 @@ class World:
             )
         self.guild_ids = [self._guild_id(index) for index in range(self.guild_count)]
         self._next_index = self.guild_count
+        # Building a guild costs ~13 µs and every event needs its guild: keep the busy ones.
+        self._build_guild = functools.lru_cache(maxsize=GUILD_CACHE)(self._build_guild)  # type: ignore[method-assign]
 
     @property
     def bot_id(self) -> int:
@@ -103,6 +107,10 @@ class World:
         return f"{prefix}.sim.{secret}"
 
     def guild(self, guild_id: int) -> Guild:
+        self._index(guild_id)  # a removed or unknown guild raises even if it is cached
+        return self._build_guild(guild_id)
+
+    def _build_guild(self, guild_id: int) -> Guild:
         index = self._index(guild_id)
         rng = random.Random(self.seed * 1_000_003 + index)
         members = self.members_per_guild

@@ -7,12 +7,17 @@ payloads; every wait has a timeout.
 from __future__ import annotations
 
 import asyncio
+import sys
 import zlib
 from typing import Any
 
 import aiohttp
 import msgspec
-from backports import zstd
+
+if sys.version_info >= (3, 14):
+    from compression import zstd
+else:
+    from backports import zstd
 
 from simulator.compression import NONE, ZLIB_STREAM, ZSTD_STREAM
 

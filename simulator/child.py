@@ -1,0 +1,110 @@
+"""Running the simulator as a child process, as a user runs it: ``python -m simulator``.
+
+Its address comes from the lines it prints (``rest:``, ``gateway:``, ``control:``, ``cdn:``,
+``token:``); it is stopped with SIGINT and killed if it does not stop in time. Tests, benchmarks
+and the sharder's ``--simulate`` start it this way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+STARTUP_TIMEOUT = 20.0
+STOP_TIMEOUT = 10.0
+
+
+@dataclass
+class SimulatorEndpoints:
+    rest_url: str
+    gateway_url: str
+    control_url: str
+    cdn_url: str
+    token: str
+
+    async def control(self, method: str, path: str, body: object = None) -> Any:
+        return await call_control(self.control_url, method, path, body)
+
+    async def stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = await self.control("GET", "/stats")
+        return stats
+
+
+class ControlError(Exception):
+    """A control call answered with a status other than 2xx."""
+
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(f"{status}: {text}")
+        self.status = status
+
+
+async def call_control(control_url: str, method: str, path: str, body: object = None) -> Any:
+    """Call a ``/_sim`` route; raises ControlError on any status but 2xx."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(method, f"{control_url}{path}", json=body) as response,
+    ):
+        if response.status >= 300:
+            raise ControlError(response.status, await response.text())
+        return await response.json() if response.status != 204 else None
+
+
+@contextlib.contextmanager
+def simulator_process(*flags: str) -> Iterator[tuple[SimulatorEndpoints, subprocess.Popen[bytes]]]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "simulator", "--port", "0", *flags],
+        stdout=subprocess.PIPE,
+        stderr=None,  # the simulator's warnings go where the parent's do
+        bufsize=0,  # unbuffered: select() must see every line the child printed
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        yield read_endpoints(process), process
+    finally:
+        stop_process(process)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def read_endpoints(process: subprocess.Popen[bytes]) -> SimulatorEndpoints:
+    assert process.stdout is not None
+    output = b""
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while b"\ntoken: " not in b"\n" + output or not output.endswith(b"\n"):
+        remaining = deadline - time.monotonic()
+        ready, _, _ = select.select([process.stdout], [], [], max(0.0, remaining))
+        if not ready:
+            raise TimeoutError(f"simulator printed no token within {STARTUP_TIMEOUT} s: {output!r}")
+        chunk = os.read(process.stdout.fileno(), 4096)
+        if not chunk:
+            raise RuntimeError(f"simulator exited with {process.wait()} before it was ready")
+        output += chunk
+    found = dict(line.partition(": ")[::2] for line in output.decode().splitlines())
+    return SimulatorEndpoints(
+        rest_url=found["rest"],
+        gateway_url=found["gateway"],
+        control_url=found["control"],
+        cdn_url=found["cdn"],
+        token=found["token"],
+    )
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> int:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
