@@ -30,6 +30,7 @@ FLAGS: dict[str, tuple[str, type, str]] = {
     "--roles-per-guild": ("roles_per_guild", int, "roles per guild besides @everyone"),
     "--members-per-guild": ("members_per_guild", int, "members per guild besides the bot"),
     "--emojis-per-guild": ("emojis_per_guild", int, "custom emoji per guild"),
+    "--users": ("users", int, "users in the world; 0: twice the guilds"),
     "--shards": ("shards", int, "shard count GET /gateway/bot recommends"),
     "--max-concurrency": ("max_concurrency", int, "identify buckets"),
     "--session-start-limit": ("session_start_total", int, "sessions a bot may start per day"),
@@ -46,7 +47,8 @@ FLAGS: dict[str, tuple[str, type, str]] = {
 }
 
 
-def parse_args(argv: Sequence[str] | None = None) -> tuple[SimulatorConfig, argparse.Namespace]:
+def parse_args(argv: Sequence[str] | None = None) -> tuple[Simulator, argparse.Namespace]:
+    """The simulator the flags describe; bad flags exit with code 2 and say what is wrong."""
     defaults = {field.name: field.default for field in fields(SimulatorConfig)}
     parser = argparse.ArgumentParser(
         prog="python -m simulator", description="Serve a simulated Discord (REST + gateway)."
@@ -56,6 +58,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[SimulatorConfig, argp
             flag,
             dest=name,
             type=kind,
+            metavar=kind.__name__.upper(),
             default=defaults[name],
             help=f"{help_text} (default: %(default)s)",
         )
@@ -74,17 +77,18 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[SimulatorConfig, argp
             strict=args.strict, **{name: getattr(args, name) for name, _, _ in FLAGS.values()}
         )
         logging.getLogger().setLevel(args.log_level.upper())
+        simulator = Simulator(config)  # builds and checks the world
     except ValueError as error:
         parser.error(str(error))
-    return config, args
+    return simulator, args
 
 
-async def serve(config: SimulatorConfig, traffic_rate: float) -> None:
+async def serve(simulator: Simulator, traffic_rate: float) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with Simulator(config) as simulator:
+    async with simulator:
         print(f"rest: {simulator.rest_url}")
         print(f"gateway: {simulator.gateway_url}")
         print(f"control: {simulator.control_url}")
@@ -98,11 +102,12 @@ async def serve(config: SimulatorConfig, traffic_rate: float) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config, args = parse_args(argv)
+    simulator, args = parse_args(argv)
     try:
-        uvloop.run(serve(config, args.traffic_rate))
+        uvloop.run(serve(simulator, args.traffic_rate))
     except OSError as error:
-        print(f"simulator: cannot listen on {config.host}:{config.port}: {error}", file=sys.stderr)
+        address = f"{simulator.config.host}:{simulator.config.port}"
+        print(f"simulator: cannot listen on {address}: {error}", file=sys.stderr)
         return 1
     return 0
 

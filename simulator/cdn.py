@@ -15,10 +15,10 @@ import math
 import random
 import re
 
-import msgspec
 from aiohttp import web
 from PIL import Image, ImageDraw
 
+from simulator.responses import error_response
 from simulator.world import Emoji, World, guild_of
 
 DEFAULT_SIZE = 128  # what Discord's CDN returns for a custom emoji without ?size=
@@ -96,9 +96,9 @@ def add_cdn_routes(app: web.Application, world: World) -> None:
             size = _parse_size(request.query.get("size"))
             emoji = _find_emoji(world, emoji_id)
         except ValueError as exc:
-            return _error(400, str(exc), GENERAL_ERROR)
+            return error_response(400, str(exc), GENERAL_ERROR)
         except KeyError:
-            return _error(404, "Unknown Emoji", UNKNOWN_EMOJI)
+            return error_response(404, "Unknown Emoji", UNKNOWN_EMOJI)
         render = functools.partial(_render_custom, emoji.id, emoji.animated, image_format, size)
         body = render() if size <= INLINE_RENDER_MAX_SIZE else await asyncio.to_thread(render)
         return _image(body, image_format)
@@ -108,11 +108,11 @@ def add_cdn_routes(app: web.Application, world: World) -> None:
         codepoints, dot, extension = file_name.rpartition(".")
         if not dot or extension != "png":
             message = f"unicode emoji are served as {{codepoints}}.png, got {file_name!r}"
-            return _error(400, message, GENERAL_ERROR)
+            return error_response(400, message, GENERAL_ERROR)
         try:
             body = unicode_emoji_image(codepoints)
         except ValueError as exc:
-            return _error(400, str(exc), GENERAL_ERROR)
+            return error_response(400, str(exc), GENERAL_ERROR)
         return _image(body, "png")
 
     # A path variable never matches "/", so /emojis/unicode/... cannot reach custom_emoji. Both
@@ -251,12 +251,4 @@ def _image(body: bytes, image_format: str) -> web.Response:
         body=body,
         content_type=CONTENT_TYPES[image_format],
         headers={"Cache-Control": CACHE_CONTROL},
-    )
-
-
-def _error(status: int, message: str, code: int) -> web.Response:
-    return web.Response(
-        status=status,
-        body=msgspec.json.encode({"message": message, "code": code}),
-        content_type="application/json",
     )

@@ -21,6 +21,7 @@ class SimulatorConfig:
     roles_per_guild: int = 3
     members_per_guild: int = 25
     emojis_per_guild: int = 2
+    users: int = 0  # 0: twice the guilds, so that every user is in several guilds
 
     # GET /gateway/bot: the shard count Discord recommends and the session start budget.
     shards: int = 1

@@ -249,18 +249,18 @@ class Control:
     @staticmethod
     def _path_int(request: web.Request, name: str) -> int:
         raw = request.match_info[name]
-        if not raw.isdigit():
+        return Control._integer(raw, name)
+
+    @staticmethod
+    def _integer(raw: str, name: str) -> int:
+        if not (raw.isascii() and raw.isdigit()):
             raise BadRequest(400, f"{name} must be a non-negative integer, got {raw!r}")
         return int(raw)
 
     @staticmethod
     def _query_int(request: web.Request, name: str) -> int | None:
         raw = request.query.get(name)
-        if raw is None:
-            return None
-        if not raw.isdigit():
-            raise BadRequest(400, f"{name} must be a non-negative integer, got {raw!r}")
-        return int(raw)
+        return None if raw is None else Control._integer(raw, name)
 
     def _connections(self, request: web.Request) -> list[GatewayConnection]:
         shard_id = self._path_int(request, "shard_id")

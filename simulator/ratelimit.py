@@ -1,9 +1,9 @@
 """REST rate limits as Discord applies them, with the headers a client paces itself by.
 
 A route's bucket is its method and path template; the limit applies per bucket and *major
-parameter* (channel, guild, webhook or interaction), so two channels do not share a window but
-report the same ``X-RateLimit-Bucket``. On top sits the global limit of requests per second per
-bot, which interaction callbacks are exempt from, as on Discord.
+parameter* (channel, guild, webhook or interaction, with its token), so two channels do not
+share a window but report the same ``X-RateLimit-Bucket``. On top sits the global limit of
+requests per second per bot, which interaction callbacks are exempt from, as on Discord.
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ class RestRateLimiter:
             bucket_id = hashlib.sha1(route.encode()).hexdigest()[:16]
             self._bucket_ids[route] = bucket_id
         major = next((params[name] for name in MAJOR_PARAMETERS if name in params), "")
+        if "token" in params:  # webhooks and interactions: one bucket per token, as on Discord
+            major = f"{major}/{params['token']}"
         bucket = self._buckets.get((bucket_id, major))
         if bucket is None:
             bucket = self._buckets[(bucket_id, major)] = FixedWindow(

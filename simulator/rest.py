@@ -77,11 +77,20 @@ class ApiError(Exception):
         return json_response(body, self.status)
 
 
+def parse_snowflake(raw: object, field: str) -> int:
+    """A snowflake from a path, query or body value (a string of digits, or an int)."""
+    text = str(raw) if type(raw) is int else raw
+    if not (isinstance(text, str) and text.isascii() and text.isdigit()) or int(text) >= 1 << 64:
+        raise ApiError.invalid_field(field, f"Value {raw!r} is not snowflake.")
+    return int(text)
+
+
 def snowflake_param(request: web.Request, name: str) -> int:
-    raw = request.match_info[name]
-    if not raw.isdigit() or len(raw) > 20:
-        raise ApiError.invalid_field(name, f"Value {raw!r} is not snowflake.")
-    return int(raw)
+    return parse_snowflake(request.match_info[name], name)
+
+
+def after_param(request: web.Request) -> int:
+    return parse_snowflake(request.query.get("after") or "0", "after")
 
 
 class RestApi:
@@ -202,7 +211,7 @@ class RestApi:
 
     async def get_own_guilds(self, request: web.Request) -> web.Response:
         limit = self._limit(request, default=200, maximum=200)
-        after = int(request.query.get("after", "0") or 0)
+        after = after_param(request)
         guilds = [guild_id for guild_id in self.world.guild_ids if guild_id > after][:limit]
         return json_response([self._partial_guild(guild_id) for guild_id in guilds])
 
@@ -243,7 +252,7 @@ class RestApi:
     async def list_members(self, request: web.Request) -> web.Response:
         guild = self._guild(request)
         limit = self._limit(request, default=1, maximum=1000)
-        after = int(request.query.get("after", "0") or 0)
+        after = after_param(request)
         members = sorted(user_id for user_id in guild.member_ids if user_id > after)[:limit]
         return json_response([self.payloads.member(guild, user_id) for user_id in members])
 
@@ -295,14 +304,15 @@ class RestApi:
             raise ApiError.invalid_field(
                 "type", f"Value {response_type!r} is not a valid enum value."
             )
-        interaction.acknowledged = True
-        self.stats.interaction_responses += 1
         if response_type == INTERACTION_RESPONSE_MESSAGE:
             data = body.get("data")
             if not isinstance(data, dict):
                 raise ApiError.invalid_field("data", "This field is required")
+            # Posted before the interaction counts as answered: a refused answer may be retried.
             message = self._post(interaction.channel_id, data, files, interaction=interaction)
             interaction.original_message_id = int(message["id"])
+        interaction.acknowledged = True
+        self.stats.interaction_responses += 1
         return web.Response(status=204)
 
     async def create_followup(self, request: web.Request) -> web.Response:
@@ -385,7 +395,7 @@ class RestApi:
     @staticmethod
     def _limit(request: web.Request, *, default: int, maximum: int) -> int:
         raw = request.query.get("limit", str(default))
-        if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= maximum:
             raise ApiError.invalid_field("limit", f"Must be between 1 and {maximum}.")
         return int(raw)
 
@@ -479,9 +489,12 @@ class RestApi:
             return None
         if not isinstance(reference, dict) or "message_id" not in reference:
             raise ApiError.invalid_field("message_reference", "Must name a message_id.")
-        message_id = int(reference["message_id"])
+        message_id = parse_snowflake(reference["message_id"], "message_reference.message_id")
+        reference_channel = parse_snowflake(
+            reference.get("channel_id", channel_id), "message_reference.channel_id"
+        )
         try:
-            self.messages.get(int(reference.get("channel_id", channel_id)), message_id)
+            self.messages.get(reference_channel, message_id)
         except UnknownMessage:
             if reference.get("fail_if_not_exists", True):
                 raise ApiError.invalid_field("message_reference", "Unknown message") from None

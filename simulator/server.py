@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from types import TracebackType
-from typing import Final
+from typing import Final, Self
 
 from aiohttp import hdrs, web
 
@@ -45,6 +45,7 @@ class Simulator:
             roles_per_guild=config.roles_per_guild,
             members_per_guild=config.members_per_guild,
             emojis_per_guild=config.emojis_per_guild,
+            user_count=config.users,
         )
         self.world_build_seconds = time.perf_counter() - started
         self.stats = Stats()
@@ -130,7 +131,7 @@ class Simulator:
             await self._runner.cleanup()
             self._runner = None
 
-    async def __aenter__(self) -> Simulator:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 

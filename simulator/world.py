@@ -82,6 +82,12 @@ class World:
             value = getattr(self, name)
             if not 0 <= value < PER_GUILD_LIMIT - 1:
                 raise ValueError(f"{name} must be between 0 and {PER_GUILD_LIMIT - 2}, got {value}")
+        if self.members_per_guild < 0:
+            raise ValueError(
+                f"members_per_guild must not be negative, got {self.members_per_guild}"
+            )
+        if self.user_count < 0:
+            raise ValueError(f"user_count must not be negative, got {self.user_count}")
         if self.guild_count < 0:
             raise ValueError(f"guild_count must not be negative, got {self.guild_count}")
         if self.user_count == 0:
@@ -116,7 +122,7 @@ class World:
         members = self.members_per_guild
         # A window of consecutive users starting at a per-guild offset: every user sits in
         # several guilds, and no user twice in one. User 0 is the bot, a member of every guild.
-        start = 1 + (index * 7919) % (self.user_count - 1)
+        start = 1 + (index * 7919) % max(1, self.user_count - 1)
         member_ids = [self.bot_id] + [
             user_id(1 + (start - 1 + offset) % (self.user_count - 1)) for offset in range(members)
         ]

@@ -36,9 +36,12 @@ def run_cli(*flags: str) -> subprocess.CompletedProcess[str]:
 def assert_usage_error(result: subprocess.CompletedProcess[str], message: str) -> None:
     assert result.returncode == 2, result
     assert result.stdout == ""
-    assert "usage: python -m simulator" in result.stderr
-    assert message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("usage: python -m simulator"), result.stderr
+    # argparse ends with "PROG: error: MESSAGE"; the usage lines above it name every flag.
+    error = result.stderr.splitlines()[-1]
+    assert error.startswith("python -m simulator: error: "), result.stderr
+    assert message in error, result.stderr
 
 
 async def test_cli_prints_its_endpoints_serves_and_stops_cleanly_on_sigint() -> None:

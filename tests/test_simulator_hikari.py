@@ -7,6 +7,7 @@ gives it, and a user's ``!ping`` must be answered through REST as a reply the si
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 
 import hikari
 import pytest
@@ -14,7 +15,7 @@ from hikari.api.shard import GatewayCompression
 from hikari.impl import shard as shard_impl
 
 from simulator.compression import NONE, ZLIB_STREAM, ZSTD_STREAM
-from tests.simulation import eventually, simulator_process
+from tests.simulation import SimulatorEndpoints, eventually, simulator_process
 
 SHARDS = 4
 GUILDS = 24
@@ -92,3 +93,50 @@ async def test_four_hikari_shards_ready_with_their_guilds_and_answer_ping(
             assert stats["bot_messages"] == 1
         finally:
             await bot.close()
+
+
+async def test_hikari_resumes_after_reconnect_and_a_dropped_connection_and_reidentifies_after_op9(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    force_compression(monkeypatch, ZLIB_STREAM)
+    with simulator_process("--guilds", "2", "--identify-window", "0.2") as (sim, _):
+        bot = hikari.GatewayBot(
+            sim.token,
+            rest_url=sim.rest_url,
+            banner=None,
+            suppress_optimization_warning=True,
+            intents=hikari.Intents.ALL_UNPRIVILEGED | hikari.Intents.MESSAGE_CONTENT,
+        )
+        seen: list[str] = []
+
+        @bot.listen(hikari.GuildMessageCreateEvent)
+        async def on_message(event: hikari.GuildMessageCreateEvent) -> None:
+            seen.append(event.content or "")
+
+        async def resumes() -> int:
+            return int((await sim.stats())["resumes"])
+
+        await bot.start(shard_count=1)
+        try:
+            await sim.control("POST", "/shards/0/reconnect")
+            await eventually(lambda: _at_least(resumes, 1), timeout=20)
+            await sim.control("POST", "/shards/0/drop")
+            await eventually(lambda: _at_least(resumes, 2), timeout=20)
+            await sim.control("POST", "/shards/0/invalid-session", {"resumable": False})
+            await eventually(lambda: _identifies_at_least(sim, 2), timeout=20)
+            await sim.control("POST", "/messages", {"content": "still here"})
+            await eventually(lambda: "still here" in seen)
+            stats = await sim.stats()
+            assert stats["resumes"] == 2 and stats["identifies"] == 2
+            assert stats["sessions_active"] == 1
+        finally:
+            await bot.close()
+
+
+async def _at_least(count: Callable[[], Awaitable[int]], minimum: int) -> bool:
+    return await count() >= minimum
+
+
+async def _identifies_at_least(sim: SimulatorEndpoints, minimum: int) -> bool:
+    stats = await sim.stats()
+    return int(stats["identifies"]) >= minimum and int(stats["sessions_active"]) == 1

@@ -66,7 +66,7 @@ class Api:
     def bot_id(self) -> int:
         return self.sim.world.bot_id
 
-    def guild_on(self, index: int = 0) -> int:
+    def guild_at(self, index: int = 0) -> int:
         return self.sim.world.guild_ids[index]
 
     def channel_of(self, guild_id: int, index: int = 0) -> int:
@@ -151,7 +151,7 @@ def assert_error(reply: Reply, status: int, code: int) -> None:
 async def test_every_api_route_without_the_bot_token_is_401_json(
     api: Api, authorization: str | None
 ) -> None:
-    guild_id = api.guild_on(0)
+    guild_id = api.guild_at(0)
     channel_id = api.channel_of(guild_id)
     routes = [
         ("GET", "/gateway"),
@@ -176,7 +176,7 @@ async def test_every_api_route_without_the_bot_token_is_401_json(
     assert api.sim.stats.bot_messages == 0
 
 
-async def test_the_bot_token_is_accepted_and_401s_are_not_counted_then(api: Api) -> None:
+async def test_the_bot_token_is_accepted_and_not_counted_as_a_401(api: Api) -> None:
     reply = await api.call("GET", "/users/@me")
     assert reply.status == 200, reply
     assert reply.headers["Content-Type"] == "application/json"
@@ -240,7 +240,7 @@ async def test_oauth2_application_is_the_bots_application(api: Api) -> None:
 
 async def test_route_bucket_gives_limit_calls_then_429_with_discords_headers() -> None:
     async with simulator_api(rest_route_limit=3, rest_route_window=1.0) as api:
-        channel_id = api.channel_of(api.guild_on(0))
+        channel_id = api.channel_of(api.guild_at(0))
         successes = [await api.post_message(channel_id, f"call {n}") for n in range(3)]
         assert [reply.status for reply in successes] == [200, 200, 200]
         assert [reply.headers["X-RateLimit-Remaining"] for reply in successes] == ["2", "1", "0"]
@@ -271,8 +271,8 @@ async def test_route_bucket_gives_limit_calls_then_429_with_discords_headers() -
 
 async def test_route_bucket_is_per_channel_but_reports_one_bucket_id() -> None:
     async with simulator_api(rest_route_limit=3, rest_route_window=5.0) as api:
-        first = api.channel_of(api.guild_on(0), 0)
-        other = api.channel_of(api.guild_on(0), 1)
+        first = api.channel_of(api.guild_at(0), 0)
+        other = api.channel_of(api.guild_at(0), 1)
         replies = [await api.post_message(first, f"call {n}") for n in range(4)]
         assert [reply.status for reply in replies] == [200, 200, 200, 429]
 
@@ -289,8 +289,8 @@ async def test_route_bucket_is_per_channel_but_reports_one_bucket_id() -> None:
 
 
 async def test_route_bucket_reopens_after_reset_after() -> None:
-    async with simulator_api(rest_route_limit=3, rest_route_window=0.5) as api:
-        channel_id = api.channel_of(api.guild_on(0))
+    async with simulator_api(rest_route_limit=3, rest_route_window=1.0) as api:
+        channel_id = api.channel_of(api.guild_at(0))
         for n in range(3):
             assert (await api.post_message(channel_id, f"call {n}")).status == 200
         limited = await api.post_message(channel_id, "too soon")
@@ -311,7 +311,7 @@ async def test_route_bucket_reopens_after_reset_after() -> None:
 
 async def test_global_limit_429s_the_request_over_the_per_second_budget() -> None:
     async with simulator_api(rest_global_limit=5, rest_route_limit=10_000) as api:
-        guild_id = api.guild_on(0)
+        guild_id = api.guild_at(0)
         paths = [
             "/users/@me",
             "/gateway",
@@ -350,7 +350,7 @@ async def test_interaction_callbacks_are_exempt_from_the_global_limit() -> None:
 
 
 async def test_json_message_create_returns_the_message_object(api: Api) -> None:
-    guild_id = api.guild_on(1)
+    guild_id = api.guild_at(1)
     channel_id = api.channel_of(guild_id, 2)
     reply = await api.post_message(channel_id, "hello there")
     assert reply.status == 200, reply
@@ -367,7 +367,7 @@ async def test_json_message_create_returns_the_message_object(api: Api) -> None:
 
 
 async def test_multipart_message_uploads_an_attachment_that_its_url_serves(api: Api) -> None:
-    channel_id = api.channel_of(api.guild_on(0))
+    channel_id = api.channel_of(api.guild_at(0))
     form = aiohttp.FormData()
     form.add_field("payload_json", msgspec.json.encode({"content": "a picture"}).decode())
     form.add_field("files[0]", PNG_BYTES, filename="a.png", content_type="image/png")
@@ -387,7 +387,7 @@ async def test_multipart_message_uploads_an_attachment_that_its_url_serves(api: 
 
 
 async def test_attachment_alone_is_a_message(api: Api) -> None:
-    channel_id = api.channel_of(api.guild_on(0))
+    channel_id = api.channel_of(api.guild_at(0))
     form = aiohttp.FormData()
     form.add_field("payload_json", "{}")
     form.add_field("files[0]", b"just a file", filename="a.txt", content_type="text/plain")
@@ -398,7 +398,7 @@ async def test_attachment_alone_is_a_message(api: Api) -> None:
 
 
 async def test_reply_to_a_user_message_carries_its_message_reference(api: Api) -> None:
-    guild_id = api.guild_on(2)
+    guild_id = api.guild_at(2)
     channel_id = api.channel_of(guild_id)
     user_message = await api.inject_user_message(channel_id, "!ping")
 
@@ -414,7 +414,7 @@ async def test_reply_to_a_user_message_carries_its_message_reference(api: Api) -
 
 
 async def test_reply_to_an_unknown_message_is_400_unless_it_may_be_missing(api: Api) -> None:
-    channel_id = api.channel_of(api.guild_on(0))
+    channel_id = api.channel_of(api.guild_at(0))
     missing = {"message_id": str(api.sim.snowflakes.next())}
     reply = await api.post_message(channel_id, "pong", message_reference=missing)
     assert_error(reply, 400, INVALID_FORM_BODY)
@@ -429,7 +429,7 @@ async def test_reply_to_an_unknown_message_is_400_unless_it_may_be_missing(api: 
 
 
 async def test_reply_to_a_user_message_in_another_channel_is_400(api: Api) -> None:
-    guild_id = api.guild_on(0)
+    guild_id = api.guild_at(0)
     elsewhere = await api.inject_user_message(api.channel_of(guild_id, 1), "hi")
     reply = await api.post_message(
         api.channel_of(guild_id, 0), "pong", message_reference={"message_id": str(elsewhere)}
@@ -438,7 +438,7 @@ async def test_reply_to_a_user_message_in_another_channel_is_400(api: Api) -> No
 
 
 async def test_reply_with_a_non_snowflake_message_id_is_400_not_500(api: Api) -> None:
-    channel_id = api.channel_of(api.guild_on(0))
+    channel_id = api.channel_of(api.guild_at(0))
     reply = await api.post_message(channel_id, "pong", message_reference={"message_id": "abc"})
     assert_error(reply, 400, INVALID_FORM_BODY)
 
@@ -467,21 +467,21 @@ async def test_reply_with_a_non_snowflake_message_id_is_400_not_500(api: Api) ->
 async def test_invalid_message_bodies_are_400_with_discords_code(
     api: Api, body: object, code: int
 ) -> None:
-    channel_id = api.channel_of(api.guild_on(0))
+    channel_id = api.channel_of(api.guild_at(0))
     reply = await api.call("POST", f"/channels/{channel_id}/messages", json=body)
     assert_error(reply, 400, code)
     assert api.sim.stats.bot_messages == 0
 
 
 async def test_content_of_exactly_2000_characters_is_accepted(api: Api) -> None:
-    reply = await api.post_message(api.channel_of(api.guild_on(0)), "x" * 2000)
+    reply = await api.post_message(api.channel_of(api.guild_at(0)), "x" * 2000)
     assert reply.status == 200, reply
     assert len(reply.body["content"]) == 2000
 
 
 @pytest.mark.parametrize("raw", [b"{not json", b"", b'{"content": "unterminated'])
 async def test_invalid_json_is_400_50109(api: Api, raw: bytes) -> None:
-    channel_id = api.channel_of(api.guild_on(0))
+    channel_id = api.channel_of(api.guild_at(0))
     reply = await api.call(
         "POST",
         f"/channels/{channel_id}/messages",
@@ -496,15 +496,15 @@ async def test_invalid_payload_json_in_multipart_is_400_50109(api: Api) -> None:
     form.add_field("payload_json", "{nope")
     form.add_field("files[0]", b"data", filename="a.txt", content_type="text/plain")
     reply = await api.call(
-        "POST", f"/channels/{api.channel_of(api.guild_on(0))}/messages", data=form
+        "POST", f"/channels/{api.channel_of(api.guild_at(0))}/messages", data=form
     )
     assert_error(reply, 400, INVALID_JSON)
 
 
 async def test_message_to_an_unknown_channel_is_404_10003(api: Api) -> None:
-    guild_id = api.guild_on(0)
+    guild_id = api.guild_at(0)
     no_such_channel = guild_id | 0x1FF  # a channel slot the guild does not have
-    no_such_guild = (api.guild_on(GUILDS - 1) + (10 << 22)) | 0x100
+    no_such_guild = (api.guild_at(GUILDS - 1) + (10 << 22)) | 0x100
     for channel_id in (no_such_channel, no_such_guild, api.bot_id):
         reply = await api.post_message(channel_id, "hello?")
         assert_error(reply, 404, UNKNOWN_CHANNEL)
@@ -517,7 +517,7 @@ async def test_non_snowflake_ids_in_paths_are_400(api: Api, bad_id: str) -> None
         f"/channels/{bad_id}/messages",
         f"/guilds/{bad_id}",
         f"/users/{bad_id}",
-        f"/channels/{api.channel_of(api.guild_on(0))}/messages/{bad_id}",
+        f"/channels/{api.channel_of(api.guild_at(0))}/messages/{bad_id}",
     ):
         method = "POST" if path.endswith("/messages") else "GET"
         reply = await api.call(method, path, json={"content": "x"})
@@ -531,8 +531,35 @@ async def test_non_ascii_digits_in_a_snowflake_are_400_not_500(api: Api) -> None
         assert_error(reply, 400, INVALID_FORM_BODY)
 
 
+async def test_enforced_nonce_makes_a_retried_create_return_the_first_message(api: Api) -> None:
+    channel_id = api.channel_of(api.guild_at(0))
+    first = await api.post_message(channel_id, "once", nonce="retry-1", enforce_nonce=True)
+    assert first.status == 200, first
+    assert first.body["nonce"] == "retry-1"
+    retried = await api.post_message(channel_id, "once", nonce="retry-1", enforce_nonce=True)
+    assert retried.status == 200, retried
+    assert retried.body["id"] == first.body["id"]
+    assert len(await api.bot_messages()) == 1
+
+    # Not enforced, or in another channel, the same nonce makes a new message.
+    unenforced = await api.post_message(channel_id, "again", nonce="retry-1")
+    elsewhere = await api.post_message(
+        api.channel_of(api.guild_at(0), 1), "there", nonce="retry-1", enforce_nonce=True
+    )
+    ids = {first.body["id"], unenforced.body["id"], elsewhere.body["id"]}
+    assert len(ids) == 3
+    assert api.sim.stats.bot_messages == 3
+
+
+@pytest.mark.parametrize("nonce", ["x" * 26, 1.5, ["list"], {"a": 1}])
+async def test_invalid_nonce_is_400(api: Api, nonce: object) -> None:
+    reply = await api.post_message(api.channel_of(api.guild_at(0)), "hi", nonce=nonce)
+    assert_error(reply, 400, INVALID_FORM_BODY)
+    assert "nonce" in reply.body["errors"]
+
+
 async def test_edit_message_changes_content_and_marks_it_edited(api: Api) -> None:
-    channel_id = api.channel_of(api.guild_on(0))
+    channel_id = api.channel_of(api.guild_at(0))
     created = (await api.post_message(channel_id, "first")).body
     reply = await api.call(
         "PATCH", f"/channels/{channel_id}/messages/{created['id']}", json={"content": "second"}
@@ -546,7 +573,7 @@ async def test_edit_message_changes_content_and_marks_it_edited(api: Api) -> Non
 
 
 async def test_control_listing_shows_exactly_the_bots_messages_and_filters(api: Api) -> None:
-    guild_id = api.guild_on(0)
+    guild_id = api.guild_at(0)
     here, there = api.channel_of(guild_id, 0), api.channel_of(guild_id, 1)
     await api.inject_user_message(here, "a user's message")
     first = (await api.post_message(here, "one")).body
@@ -605,7 +632,7 @@ async def test_bot_message_is_dispatched_as_message_create_to_its_guilds_shard_o
 
 
 async def test_guild_read_matches_the_world(api: Api) -> None:
-    guild = api.sim.world.guild(api.guild_on(1))
+    guild = api.sim.world.guild(api.guild_at(1))
     reply = await api.call("GET", f"/guilds/{guild.id}")
     assert reply.status == 200, reply
     assert reply.body["id"] == str(guild.id)
@@ -616,7 +643,7 @@ async def test_guild_read_matches_the_world(api: Api) -> None:
 
 
 async def test_guild_channels_roles_and_emojis_match_the_world(api: Api) -> None:
-    guild = api.sim.world.guild(api.guild_on(0))
+    guild = api.sim.world.guild(api.guild_at(0))
     channels = await api.call("GET", f"/guilds/{guild.id}/channels")
     assert channels.status == 200, channels
     assert [c["id"] for c in channels.body] == [str(c) for c in guild.channel_ids]
@@ -640,7 +667,7 @@ async def test_guild_channels_roles_and_emojis_match_the_world(api: Api) -> None
 
 
 async def test_members_list_pages_with_limit_and_after(api: Api) -> None:
-    guild = api.sim.world.guild(api.guild_on(0))
+    guild = api.sim.world.guild(api.guild_at(0))
     members = sorted(guild.member_ids)
     path = f"/guilds/{guild.id}/members"
 
@@ -660,25 +687,25 @@ async def test_members_list_pages_with_limit_and_after(api: Api) -> None:
 
 @pytest.mark.parametrize("limit", ["0", "1001", "abc", "-1", ""])
 async def test_bad_members_limit_is_400(api: Api, limit: str) -> None:
-    reply = await api.call("GET", f"/guilds/{api.guild_on(0)}/members", params={"limit": limit})
+    reply = await api.call("GET", f"/guilds/{api.guild_at(0)}/members", params={"limit": limit})
     assert_error(reply, 400, INVALID_FORM_BODY)
     assert "limit" in reply.body["errors"]
 
 
 async def test_non_numeric_members_after_is_400_not_500(api: Api) -> None:
     reply = await api.call(
-        "GET", f"/guilds/{api.guild_on(0)}/members", params={"limit": "10", "after": "abc"}
+        "GET", f"/guilds/{api.guild_at(0)}/members", params={"limit": "10", "after": "abc"}
     )
     assert_error(reply, 400, INVALID_FORM_BODY)
 
 
 async def test_non_ascii_digit_limit_is_400_not_500(api: Api) -> None:
-    reply = await api.call("GET", f"/guilds/{api.guild_on(0)}/members", params={"limit": "²"})
+    reply = await api.call("GET", f"/guilds/{api.guild_at(0)}/members", params={"limit": "²"})
     assert_error(reply, 400, INVALID_FORM_BODY)
 
 
 async def test_single_member_channel_and_user_reads(api: Api) -> None:
-    guild = api.sim.world.guild(api.guild_on(0))
+    guild = api.sim.world.guild(api.guild_at(0))
     member_id = guild.member_ids[3]
 
     member = await api.call("GET", f"/guilds/{guild.id}/members/{member_id}")
@@ -702,7 +729,7 @@ async def test_single_member_channel_and_user_reads(api: Api) -> None:
 
 
 async def test_message_read_by_id(api: Api) -> None:
-    channel_id = api.channel_of(api.guild_on(0))
+    channel_id = api.channel_of(api.guild_at(0))
     created = (await api.post_message(channel_id, "keep me")).body
     reply = await api.call("GET", f"/channels/{channel_id}/messages/{created['id']}")
     assert reply.status == 200, reply
@@ -719,7 +746,7 @@ async def test_unknown_objects_are_404_with_their_codes() -> None:
     # Few members per guild, so that some users of the world are not in a given guild.
     async with simulator_api(members_per_guild=5, **UNLIMITED) as api:
         world = api.sim.world
-        guild = world.guild(api.guild_on(0))
+        guild = world.guild(api.guild_at(0))
         channel_id, other_channel = guild.channel_ids[:2]
         not_a_member = next(
             user_id(index)
@@ -727,7 +754,7 @@ async def test_unknown_objects_are_404_with_their_codes() -> None:
             if user_id(index) not in guild.member_ids
         )
         message_id = int((await api.post_message(channel_id, "here")).body["id"])
-        missing_guild = api.guild_on(GUILDS - 1) + (100 << 22)
+        missing_guild = api.guild_at(GUILDS - 1) + (100 << 22)
         cases = [
             (f"/guilds/{missing_guild}", UNKNOWN_GUILD),
             (f"/guilds/{missing_guild}/channels", UNKNOWN_GUILD),
@@ -744,6 +771,16 @@ async def test_unknown_objects_are_404_with_their_codes() -> None:
             reply = await api.call("GET", path)
             assert (path, reply.status, reply.body["code"]) == (path, 404, code)
             assert_error(reply, 404, code)
+
+
+async def test_a_world_whose_guilds_hold_only_the_bot_serves_them() -> None:
+    async with simulator_api(guilds=2, users=1, members_per_guild=0, **UNLIMITED) as api:
+        guild_id = api.guild_at(0)
+        guild = await api.call("GET", f"/guilds/{guild_id}")
+        assert guild.status == 200, guild
+        assert guild.body["owner_id"] == str(api.bot_id)
+        members = await api.call("GET", f"/guilds/{guild_id}/members", params={"limit": "10"})
+        assert [m["user"]["id"] for m in members.body] == [str(api.bot_id)]
 
 
 async def test_own_guilds_list_pages_with_limit_and_after(api: Api) -> None:
@@ -925,7 +962,7 @@ async def test_put_global_commands_returns_them_with_ids_and_get_reads_them_back
 
 
 async def test_guild_commands_are_separate_from_global_commands(api: Api) -> None:
-    guild_id = api.guild_on(0)
+    guild_id = api.guild_at(0)
     global_path = f"/applications/{api.bot_id}/commands"
     guild_path = f"/applications/{api.bot_id}/guilds/{guild_id}/commands"
     assert (await api.call("PUT", global_path, json=COMMANDS)).status == 200
@@ -936,7 +973,7 @@ async def test_guild_commands_are_separate_from_global_commands(api: Api) -> Non
     assert [(c["name"], c["guild_id"]) for c in put.body] == [("local", str(guild_id))]
 
     assert (await api.call("GET", guild_path)).body == put.body
-    other_guild = f"/applications/{api.bot_id}/guilds/{api.guild_on(1)}/commands"
+    other_guild = f"/applications/{api.bot_id}/guilds/{api.guild_at(1)}/commands"
     assert (await api.call("GET", other_guild)).body == []
     assert [c["name"] for c in (await api.call("GET", global_path)).body] == ["ping", "echo"]
 
@@ -951,12 +988,12 @@ async def test_commands_of_another_application_are_404_10002(api: Api) -> None:
     assert_error(await api.call("GET", f"/applications/{other}/commands"), 404, UNKNOWN_APPLICATION)
     put = await api.call("PUT", f"/applications/{other}/commands", json=COMMANDS)
     assert_error(put, 404, UNKNOWN_APPLICATION)
-    guild_scoped = f"/applications/{other}/guilds/{api.guild_on(0)}/commands"
+    guild_scoped = f"/applications/{other}/guilds/{api.guild_at(0)}/commands"
     assert_error(await api.call("GET", guild_scoped), 404, UNKNOWN_APPLICATION)
 
 
 async def test_commands_in_an_unknown_guild_are_404_10004(api: Api) -> None:
-    missing = api.guild_on(GUILDS - 1) + (100 << 22)
+    missing = api.guild_at(GUILDS - 1) + (100 << 22)
     reply = await api.call("GET", f"/applications/{api.bot_id}/guilds/{missing}/commands")
     assert_error(reply, 404, UNKNOWN_GUILD)
 
@@ -1005,7 +1042,7 @@ async def hikari_rest(sim: Simulator) -> AsyncIterator[hikari.api.RESTClient]:
 
 async def test_hikari_rest_client_parses_the_simulators_responses(api: Api) -> None:
     world = api.sim.world
-    guild = world.guild(api.guild_on(1))
+    guild = world.guild(api.guild_at(1))
     async with hikari_rest(api.sim) as rest:
         me = await rest.fetch_my_user()
         assert me.id == world.bot_id
@@ -1059,7 +1096,7 @@ async def test_hikari_rest_client_parses_the_simulators_responses(api: Api) -> N
 
 async def test_hikari_rest_client_paces_itself_by_the_rate_limit_headers() -> None:
     async with simulator_api(rest_route_limit=2, rest_route_window=0.5) as api:
-        channel_id = api.channel_of(api.guild_on(0))
+        channel_id = api.channel_of(api.guild_at(0))
         async with hikari_rest(api.sim) as rest:
             async with asyncio.timeout(30):
                 for n in range(5):
