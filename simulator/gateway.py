@@ -104,6 +104,9 @@ MAX_CLIENT_PAYLOAD: Final = 4096  # bytes; Discord closes larger payloads with 4
 HEARTBEAT_GRACE: Final = 1.5  # a beat may be this many intervals late before 4009
 GUILD_STREAM_SLICE: Final = 64  # GUILD_CREATEs built between yields to the event loop
 CLOSE_TIMEOUT: Final = 2.0  # seconds to wait for the client's close frame
+# A client this many dispatches behind is dropped, as Discord drops consumers that cannot keep
+# up; its session keeps everything in the replay buffer, so a RESUME loses nothing.
+MAX_PENDING_DISPATCHES = 50_000
 
 encode = msgspec.json.Encoder().encode
 decode = msgspec.json.Decoder().decode
@@ -319,6 +322,12 @@ class GatewayConnection:
 
     def queue(self, frame: bytes) -> None:
         """A session's dispatch for this connection (the session's ``Outbox``)."""
+        if len(self._pending) >= MAX_PENDING_DISPATCHES:
+            if self.state is not ConnectionState.CLOSED:
+                self.stats.slow_clients_dropped += 1
+                log.warning("dropping %r: %d dispatches behind", self, len(self._pending))
+                self.drop()
+            return
         self.stats.events_dispatched += 1
         self._pending.append(frame)
         self._wake.set()
@@ -481,10 +490,12 @@ class GatewayConnection:
             )
         self.stats.resumes += 1
         self._attach(session)
-        for frame in missed:
-            self.queue(frame)
+        # Past the pending limit on purpose: the replay is bounded by the session's buffer.
+        self._pending.extend(missed)
+        self._pending.append(b'{"op":0,"s":%d,"t":"RESUMED","d":{}}' % session.seq)
+        self._wake.set()
         self.stats.events_replayed += len(missed)
-        self.queue(b'{"op":0,"s":%d,"t":"RESUMED","d":{}}' % session.seq)
+        self.stats.events_dispatched += len(missed) + 1
 
     def _attach(self, session: Session) -> None:
         session.outbox = self

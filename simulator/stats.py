@@ -26,6 +26,7 @@ class Stats:
     heartbeats: int = 0
     heartbeat_timeouts: int = 0
     gateway_rate_limited: int = 0
+    slow_clients_dropped: int = 0  # connections too far behind their dispatches
     rest_requests: int = 0
     rest_401: int = 0
     rest_429: int = 0

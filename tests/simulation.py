@@ -22,6 +22,7 @@ __all__ = [
     "SimulatorEndpoints",
     "call_control",
     "eventually",
+    "has_reply",
     "running_simulator",
     "simulator_process",
 ]
@@ -54,3 +55,13 @@ async def running_simulator(**settings: Any) -> AsyncIterator[Simulator]:
         yield simulator
     finally:
         await simulator.stop()
+
+
+async def has_reply(sim: SimulatorEndpoints, injected: dict[str, Any], content: str) -> bool:
+    """Whether the bot answered an injected message with ``content`` as a reply to it."""
+    replies = await sim.control("GET", f"/messages?channel_id={injected['channel_id']}")
+    return any(
+        reply["content"] == content
+        and (reply["message_reference"] or {}).get("message_id") == str(injected["id"])
+        for reply in replies
+    )

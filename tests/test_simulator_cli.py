@@ -69,24 +69,20 @@ async def test_cli_prints_its_endpoints_serves_and_stops_cleanly_on_sigint() -> 
             assert me.status == 200
         assert (await sim.stats())["rest_requests"] == 1
 
-        process.send_signal(signal.SIGINT)
-        returncode = await asyncio.to_thread(process.wait, STOP_TIMEOUT)
-        assert process.stdout is not None
-        rest_of_output = process.stdout.read().decode()
-        process.stdout.close()
-        assert returncode == 0
-        assert "simulator stopped" in rest_of_output
+        assert await stop_with(process, signal.SIGINT) == (0, "simulator stopped\n")
 
 
 async def test_cli_stops_cleanly_on_sigterm() -> None:
     with simulator_process("--guilds", "2") as (_, process):
-        process.send_signal(signal.SIGTERM)
-        returncode = await asyncio.to_thread(process.wait, STOP_TIMEOUT)
-        assert process.stdout is not None
-        rest_of_output = process.stdout.read().decode()
-        process.stdout.close()
-        assert returncode == 0
-        assert "simulator stopped" in rest_of_output
+        assert await stop_with(process, signal.SIGTERM) == (0, "simulator stopped\n")
+
+
+async def stop_with(process: subprocess.Popen[bytes], signum: int) -> tuple[int, str]:
+    """Signal the simulator; its exit code and what it printed after its endpoints."""
+    process.send_signal(signum)
+    returncode = await asyncio.to_thread(process.wait, STOP_TIMEOUT)
+    assert process.stdout is not None
+    return returncode, process.stdout.read().decode()
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ from collections import defaultdict
 import pytest
 import yarl
 
-from tests.simulation import eventually, simulator_process
+from tests.simulation import eventually, has_reply, simulator_process
 
 with warnings.catch_warnings():
     # discord.player imports audioop, deprecated since Python 3.11; voice is not used here.
@@ -181,13 +181,7 @@ async def test_two_discordpy_shards_ready_with_their_guilds_and_answer_ping(
 
             async def replied() -> bool:
                 still_well()
-                replies = await sim.control("GET", f"/messages?channel_id={injected['channel_id']}")
-                return any(
-                    reply["content"] == "pong"
-                    and reply["message_reference"] is not None
-                    and reply["message_reference"]["message_id"] == str(injected["id"])
-                    for reply in replies
-                )
+                return await has_reply(sim, injected, "pong")
 
             await eventually(replied, timeout=REPLY_TIMEOUT)
             stats = await sim.stats()

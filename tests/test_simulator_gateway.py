@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from simulator import gateway
 from simulator.compression import MODES, NONE
 from simulator.server import Simulator
 from tests.gateway_client import ALL_INTENTS, GatewayClosed, RawGatewayClient
@@ -421,3 +422,31 @@ async def test_request_guild_members_answers_with_a_chunk() -> None:
         assert chunk["t"] == "GUILD_MEMBERS_CHUNK"
         assert len(chunk["d"]["members"]) == 8  # seven members and the bot
         await client.close()
+
+
+async def test_a_client_that_stops_reading_is_dropped_and_resumes_without_loss(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(gateway, "MAX_PENDING_DISPATCHES", 100)
+    async with running_simulator(guilds=1) as sim:
+        channel_id = sim.world.guild(sim.world.guild_ids[0]).channel_ids[0]
+        client = await RawGatewayClient.connect(sim.gateway_url, NONE)
+        await client.identify(sim.token)
+        assert (await client.receive())["t"] == "GUILD_CREATE"
+        acknowledged, session_id = client.seq, client.session_id
+        assert acknowledged is not None and session_id is not None
+        author = sim.world.guild(sim.world.guild_ids[0]).member_ids[1]
+        padding = "x" * 1900  # fills the socket buffers quickly
+        sent = 0
+        while not sim.stats.slow_clients_dropped:
+            assert sent < 100_000, "a client that never reads was never dropped"
+            sim.messages.post(channel_id, author, f"{sent} {padding}")
+            sent += 1
+            if sent % 100 == 0:
+                await asyncio.sleep(0)
+        await client.http.close()
+        resumed = await RawGatewayClient.connect(sim.gateway_url, NONE)
+        await resumed.resume(sim.token, session_id, acknowledged)
+        replay = await resumed.receive_until("RESUMED", timeout=30)
+        assert [int(p["d"]["content"].split()[0]) for p in replay[:-1]] == list(range(sent))
+        await resumed.close()

@@ -15,7 +15,7 @@ from hikari.api.shard import GatewayCompression
 from hikari.impl import shard as shard_impl
 
 from simulator.compression import NONE, ZLIB_STREAM, ZSTD_STREAM
-from tests.simulation import SimulatorEndpoints, eventually, simulator_process
+from tests.simulation import SimulatorEndpoints, eventually, has_reply, simulator_process
 
 SHARDS = 4
 GUILDS = 24
@@ -34,6 +34,16 @@ def force_compression(monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
     monkeypatch.setitem(defaults, "compression", HIKARI_COMPRESSION[mode])
 
 
+def gateway_bot(sim: SimulatorEndpoints) -> hikari.GatewayBot:
+    return hikari.GatewayBot(
+        sim.token,
+        rest_url=sim.rest_url,
+        banner=None,
+        suppress_optimization_warning=True,
+        intents=hikari.Intents.ALL_UNPRIVILEGED | hikari.Intents.MESSAGE_CONTENT,
+    )
+
+
 @pytest.mark.parametrize("mode", [ZLIB_STREAM, ZSTD_STREAM, NONE])
 async def test_four_hikari_shards_ready_with_their_guilds_and_answer_ping(
     mode: str, monkeypatch: pytest.MonkeyPatch
@@ -42,13 +52,7 @@ async def test_four_hikari_shards_ready_with_their_guilds_and_answer_ping(
     with simulator_process(
         "--guilds", str(GUILDS), "--shards", str(SHARDS), "--max-concurrency", str(SHARDS)
     ) as (sim, _):
-        bot = hikari.GatewayBot(
-            sim.token,
-            rest_url=sim.rest_url,
-            banner=None,
-            suppress_optimization_warning=True,
-            intents=hikari.Intents.ALL_UNPRIVILEGED | hikari.Intents.MESSAGE_CONTENT,
-        )
+        bot = gateway_bot(sim)
         guilds_by_shard: defaultdict[int, set[int]] = defaultdict(set)
 
         @bot.listen(hikari.GuildAvailableEvent)
@@ -76,15 +80,7 @@ async def test_four_hikari_shards_ready_with_their_guilds_and_answer_ping(
 
             injected = await sim.control("POST", "/messages", {"content": "!ping"})
 
-            async def replied() -> bool:
-                replies = await sim.control("GET", f"/messages?channel_id={injected['channel_id']}")
-                return any(
-                    reply["content"] == "pong"
-                    and reply["message_reference"]["message_id"] == str(injected["id"])
-                    for reply in replies
-                )
-
-            await eventually(replied)
+            await eventually(lambda: has_reply(sim, injected, "pong"))
             stats = await sim.stats()
             assert stats["compression"] == {mode: SHARDS}
             assert stats["identifies"] == SHARDS
@@ -100,13 +96,7 @@ async def test_hikari_resumes_after_reconnect_and_a_dropped_connection_and_reide
 ) -> None:
     force_compression(monkeypatch, ZLIB_STREAM)
     with simulator_process("--guilds", "2", "--identify-window", "0.2") as (sim, _):
-        bot = hikari.GatewayBot(
-            sim.token,
-            rest_url=sim.rest_url,
-            banner=None,
-            suppress_optimization_warning=True,
-            intents=hikari.Intents.ALL_UNPRIVILEGED | hikari.Intents.MESSAGE_CONTENT,
-        )
+        bot = gateway_bot(sim)
         seen: list[str] = []
 
         @bot.listen(hikari.GuildMessageCreateEvent)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import operator
 import re
 from collections import Counter
+from collections.abc import Callable
 from fractions import Fraction
 
 import msgspec
@@ -45,46 +48,25 @@ def events(world: World, spec: TrafficSpec, n: int) -> list[TrafficEvent]:
     return [event for event in drawn if event is not None]
 
 
+OPERATORS: dict[type[ast.operator], Callable[[Fraction, Fraction], Fraction]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+}
+
+
 def evaluate(expression: str) -> Fraction:
     """The value of a traffic math expression, without eval: + - * / and parentheses."""
-    tokens = re.findall(r"\d+|[+\-*/()]", expression)
-    assert "".join(tokens) == expression
-    position = 0
+    assert EXPRESSION.fullmatch(expression), expression
 
-    def atom() -> Fraction:
-        nonlocal position
-        token = tokens[position]
-        position += 1
-        if token == "(":
-            value = sum_()
-            assert tokens[position] == ")"
-            position += 1
-            return value
-        return Fraction(int(token))
+    def value(node: ast.expr) -> Fraction:
+        if isinstance(node, ast.BinOp) and type(node.op) in OPERATORS:
+            return OPERATORS[type(node.op)](value(node.left), value(node.right))
+        assert isinstance(node, ast.Constant) and type(node.value) is int, ast.dump(node)
+        return Fraction(node.value)
 
-    def product() -> Fraction:
-        nonlocal position
-        value = atom()
-        while position < len(tokens) and tokens[position] in "*/":
-            operator = tokens[position]
-            position += 1
-            right = atom()
-            value = value * right if operator == "*" else value / right
-        return value
-
-    def sum_() -> Fraction:
-        nonlocal position
-        value = product()
-        while position < len(tokens) and tokens[position] in "+-":
-            operator = tokens[position]
-            position += 1
-            right = product()
-            value = value + right if operator == "+" else value - right
-        return value
-
-    value = sum_()
-    assert position == len(tokens)
-    return value
+    return value(ast.parse(expression, mode="eval").body)
 
 
 # -- the plan ------------------------------------------------------------------------------------
