@@ -93,6 +93,7 @@ class HeartbeatAck(Message, tag="HEARTBEAT_ACK"):
     nonce: Nonce
     loop_lag_ms: float
     rss_bytes: int
+    events: int = 0  # gateway events received since the child started
     shards: list[ShardHealth] = []
 
 
@@ -157,10 +158,23 @@ class CommandExec(Request, tag="COMMAND_EXEC"):
 
 
 class CommandBroadcast(Request, tag="COMMAND_BROADCAST"):
-    """Run the handler registered as ``name`` on every shard; the reply maps shard -> result."""
+    """Run the handler registered as ``name`` on every shard.
+
+    Its ``ReplyOk`` payload is a list of ``ShardOutcome``, one per shard, failures included.
+    """
 
     name: Name
     payload: Any = None
+
+
+class ShardOutcome(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One shard's part of a broadcast's answer: its handler's value, or why there is none."""
+
+    shard_id: ShardId
+    ok: bool
+    value: Any = None
+    code: ErrorCode | None = None
+    message: str = ""
 
 
 class Broadcast(Message, tag="BROADCAST"):

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,19 +61,34 @@ async def call_control(control_url: str, method: str, path: str, body: object = 
 
 @contextlib.contextmanager
 def simulator_process(*flags: str) -> Iterator[tuple[SimulatorEndpoints, subprocess.Popen[bytes]]]:
+    endpoints, process = start_simulator(*flags)
+    try:
+        yield endpoints, process
+    finally:
+        stop_process(process)
+
+
+def start_simulator(
+    *flags: str, preexec_fn: Callable[[], None] | None = None, new_session: bool = False
+) -> tuple[SimulatorEndpoints, subprocess.Popen[bytes]]:
+    """Start ``python -m simulator`` (``--port 0`` unless the flags name a port) and read its
+    endpoints; stopped again if it does not come up. ``new_session`` keeps the terminal's
+    Ctrl-C from reaching it, for a parent that stops it in its own time."""
+    port = [] if "--port" in flags else ["--port", "0"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "simulator", "--port", "0", *flags],
+        [sys.executable, "-m", "simulator", *port, *flags],
         stdout=subprocess.PIPE,
         stderr=None,  # the simulator's warnings go where the parent's do
         bufsize=0,  # unbuffered: select() must see every line the child printed
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=preexec_fn,  # safe: only ever set by a parent without threads
+        start_new_session=new_session,
     )
     try:
-        yield read_endpoints(process), process
-    finally:
+        return read_endpoints(process), process
+    except BaseException:
         stop_process(process)
-        if process.stdout is not None:
-            process.stdout.close()
+        raise
 
 
 def read_endpoints(process: subprocess.Popen[bytes]) -> SimulatorEndpoints:
@@ -100,6 +115,7 @@ def read_endpoints(process: subprocess.Popen[bytes]) -> SimulatorEndpoints:
 
 
 def stop_process(process: subprocess.Popen[bytes]) -> int:
+    """SIGINT, then SIGKILL after ``STOP_TIMEOUT``; the exit code."""
     if process.poll() is None:
         process.send_signal(signal.SIGINT)
         try:
@@ -107,4 +123,6 @@ def stop_process(process: subprocess.Popen[bytes]) -> int:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+    if process.stdout is not None:
+        process.stdout.close()
     return process.returncode

@@ -1,0 +1,197 @@
+"""``python -m sharder``: start the master, or talk to a running one.
+
+    python -m sharder start [--config F] [--simulate] [--shards S] [--workers W]
+    python -m sharder status [--json]
+    python -m sharder stop
+    python -m sharder restart WORKER
+
+``status``, ``stop`` and ``restart`` find the master through its control socket: ``--socket``,
+else ``[control].socket`` of ``--config``, else ``sharder.sock`` in the current directory.
+Bad flags, a bad config file or a missing token exit with code 2 and say what is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import msgspec
+import uvloop
+
+from sharder import config as config_module
+from sharder.config import Config, ConfigError
+from sharder.control import AlreadyRunning, ControlUnavailable, call_sync
+from sharder.display import status_table
+from sharder.status import SharderStatus
+
+USAGE_ERROR = 2
+CONTROL_TIMEOUT = 10.0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="python -m sharder", description="Multi-process sharder for hikari bots."
+    )
+    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    start = commands.add_parser("start", help="run the master in the foreground")
+    start.add_argument("--config", type=Path, help="TOML configuration file")
+    start.add_argument(
+        "--simulate", action="store_true", help="run against the built-in simulator (no token)"
+    )
+    start.add_argument("--shards", type=positive_int, help="shard count (overrides the config)")
+    start.add_argument(
+        "--workers", type=positive_int, help="worker processes (overrides the config)"
+    )
+    start.add_argument(
+        "--traffic-rate",
+        type=float,
+        help="with --simulate: simulated events per second (overrides the config)",
+    )
+    start.add_argument("--no-status", action="store_true", help="no live status in the terminal")
+    for name, help_text in (
+        ("status", "show the running master's status"),
+        ("stop", "stop the running master gracefully"),
+        ("restart", "restart one worker of the running master"),
+    ):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("--config", type=Path, help="TOML file naming the control socket")
+        command.add_argument("--socket", type=Path, help="the master's control socket")
+        if name == "status":
+            command.add_argument("--json", action="store_true", help="print JSON")
+        if name == "restart":
+            command.add_argument("worker", type=non_negative_int, help="worker id")
+    return root
+
+
+def positive_int(text: str) -> int:
+    value = non_negative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def fail(message: str) -> NoReturn:
+    print(f"sharder: {message}", file=sys.stderr)
+    sys.exit(USAGE_ERROR)
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    try:
+        config = config_module.load(args.config)
+        if args.command == "start":
+            sharding = config.sharding
+            config.sharding = msgspec.structs.replace(
+                sharding,
+                shards=args.shards or sharding.shards,
+                workers=args.workers or sharding.workers,
+            )
+            if args.traffic_rate is not None:
+                if args.traffic_rate < 0:
+                    raise ConfigError(
+                        f"--traffic-rate must not be negative, got {args.traffic_rate}"
+                    )
+                config.simulator = msgspec.structs.replace(
+                    config.simulator, traffic_rate=args.traffic_rate
+                )
+            config.check()
+    except ConfigError as error:
+        fail(str(error))
+    return config
+
+
+def socket_path(args: argparse.Namespace, config: Config) -> Path:
+    return Path(args.socket) if getattr(args, "socket", None) else Path(config.control.socket)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    config = load_config(args)
+    if args.command == "start":
+        return start(args, config)
+    return control(args, config)
+
+
+def start(args: argparse.Namespace, config: Config) -> int:
+    # Imported here: the control commands stay quick, without hikari and the worker code.
+    from sharder.master import Master
+    from sharder.simulated import SimulatorChild
+    from sharder.supervisor import Discord, Supervisor
+
+    logging.basicConfig(
+        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    intents = intent_value(config.bot.intents)
+    simulator = None
+    if args.simulate:
+        simulator = SimulatorChild(config.simulator, config.sharding.shards)
+        endpoints = simulator.start()
+        discord = Discord(endpoints.token, endpoints.rest_url, intents, simulated=True)
+    else:
+        token = config_module.token_from_environment(config)
+        if token is None:
+            fail(
+                f"no bot token: set the environment variable {config.bot.token_env} "
+                "(or name another with [bot].token_env in the config), "
+                "or run against the built-in simulator with `python -m sharder start --simulate`"
+            )
+        discord = Discord(token, config.discord.api_url, intents, simulated=False)
+    show_status = not args.no_status
+    master = Master(Supervisor(config, discord), socket_path(args, config), simulator, show_status)
+    try:
+        return uvloop.run(master.run())
+    except AlreadyRunning as error:
+        if simulator is not None:
+            simulator.stop()
+        fail(str(error))
+
+
+def intent_value(names: list[str]) -> int:
+    import hikari
+
+    value = hikari.Intents.NONE
+    for name in names:
+        value |= hikari.Intents[name]
+    return int(value)
+
+
+def control(args: argparse.Namespace, config: Config) -> int:
+    request: dict[str, Any] = {"command": args.command}
+    if args.command == "restart":
+        request["worker"] = args.worker
+    path = socket_path(args, config)
+    try:
+        answer = call_sync(path, request, CONTROL_TIMEOUT)
+    except ControlUnavailable as error:
+        print(f"sharder: {error}", file=sys.stderr)
+        return 1
+    except TimeoutError as error:
+        print(f"sharder: {error}", file=sys.stderr)
+        return 1
+    if not answer.get("ok"):
+        print(f"sharder: {answer.get('error', 'the master refused')}", file=sys.stderr)
+        return 1
+    if args.command == "status":
+        if args.json:
+            print(json.dumps(answer["status"], indent=2))
+        else:
+            from rich.console import Console
+
+            Console().print(status_table(msgspec.convert(answer["status"], SharderStatus)))
+    else:
+        print(answer.get("message", "ok"))
+    return 0

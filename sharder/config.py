@@ -1,0 +1,137 @@
+"""The sharder's configuration: a TOML file, validated with msgspec, plus command-line overrides.
+
+Every option has a default, so an empty file (or none) is a valid configuration; a bad file or
+value is refused with a message naming the key and the problem (``ConfigError``). The token is
+never in the file: it comes from the environment variable ``[bot].token_env`` names.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+
+Positive = Annotated[float, msgspec.Meta(gt=0)]
+Count = Annotated[int, msgspec.Meta(ge=1)]
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+
+DEFAULT_API_URL = "https://discord.com/api/v10"
+DEFAULT_ENTRY_POINT = "worker.reference_bot:setup"
+
+
+class ConfigError(Exception):
+    """A configuration that cannot run; the message names the key and the problem."""
+
+
+class BotSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    # ``module:function``, called in every worker as function(bot, ctx) before the shards start.
+    entry_point: Annotated[str, msgspec.Meta(pattern=r"^[\w.]+:\w+$")] = DEFAULT_ENTRY_POINT
+    token_env: Annotated[str, msgspec.Meta(min_length=1)] = "DISCORD_TOKEN"
+    # hikari Intents names; the default lets the reference bot read commands.
+    intents: list[str] = msgspec.field(
+        default_factory=lambda: ["ALL_UNPRIVILEGED", "MESSAGE_CONTENT"]
+    )
+
+
+class DiscordSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    api_url: Annotated[str, msgspec.Meta(pattern=r"^https?://")] = DEFAULT_API_URL
+
+
+class ShardingSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    shards: Count = 1
+    workers: Count = 1
+
+
+class SupervisorSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    heartbeat_interval: Positive = 1.0  # seconds between pings to each worker
+    heartbeat_misses: Count = 3  # missed acks in a row that make a worker hung
+    worker_start_timeout: Positive = 60.0  # spawn to hello
+    restart_backoff: Positive = 0.5  # first delay before a restart; doubles per restart
+    restart_backoff_max: Positive = 30.0
+    crash_loop_restarts: Count = 5  # more restarts than this within the window: failed
+    crash_loop_window: Positive = 60.0
+    shutdown_timeout: Positive = 10.0  # graceful stop, then SIGKILL
+    request_timeout: Positive = 5.0  # default deadline of ctx.request / ctx.broadcast
+
+
+class ControlSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    socket: Annotated[str, msgspec.Meta(min_length=1)] = "sharder.sock"
+
+
+class SimulatorSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """What ``--simulate`` starts: the simulator's world and traffic."""
+
+    guilds: Annotated[int, msgspec.Meta(ge=0)] = 200
+    max_concurrency: Count = 16
+    traffic_rate: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    seed: int = 1
+
+
+class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    bot: BotSection = msgspec.field(default_factory=BotSection)
+    discord: DiscordSection = msgspec.field(default_factory=DiscordSection)
+    sharding: ShardingSection = msgspec.field(default_factory=ShardingSection)
+    supervisor: SupervisorSection = msgspec.field(default_factory=SupervisorSection)
+    control: ControlSection = msgspec.field(default_factory=ControlSection)
+    simulator: SimulatorSection = msgspec.field(default_factory=SimulatorSection)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    def check(self) -> None:
+        """Rules between keys, which field constraints cannot state."""
+        if self.sharding.workers > self.sharding.shards:
+            raise ConfigError(
+                f"sharding.workers ({self.sharding.workers}) must not exceed "
+                f"sharding.shards ({self.sharding.shards}): a worker needs a shard"
+            )
+        supervisor = self.supervisor
+        if supervisor.restart_backoff > supervisor.restart_backoff_max:
+            raise ConfigError("supervisor.restart_backoff must not exceed restart_backoff_max")
+        intents = set(self.bot.intents)
+        unknown = sorted(intents - set(intent_names()))
+        if unknown:
+            raise ConfigError(f"bot.intents: unknown intent(s) {', '.join(unknown)}")
+
+
+def intent_names() -> list[str]:
+    import hikari  # here: hikari is heavy, and only checking intents needs it
+
+    return [intent.name for intent in hikari.Intents if intent.name is not None] + [
+        "ALL_UNPRIVILEGED",
+        "ALL_PRIVILEGED",
+        "ALL",
+    ]
+
+
+def load(path: Path | None) -> Config:
+    """The configuration in ``path`` (defaults only when None)."""
+    if path is None:
+        config = Config()
+    else:
+        try:
+            raw = path.read_bytes()
+        except OSError as error:
+            raise ConfigError(f"cannot read {path}: {error.strerror}") from None
+        try:
+            document = tomllib.loads(raw.decode())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+            raise ConfigError(f"{path} is not valid TOML: {error}") from None
+        try:
+            config = msgspec.convert(document, Config)
+        except msgspec.ValidationError as error:
+            raise ConfigError(f"{path}: {describe(error)}") from None
+    config.check()
+    return config
+
+
+def describe(error: msgspec.ValidationError) -> str:
+    """msgspec's message with its ``$.section.key`` path turned into ``section.key``."""
+    message, _, path = str(error).partition(" - at `$.")
+    return f"{path.rstrip('`')}: {message}" if path else message
+
+
+def token_from_environment(config: Config) -> str | None:
+    token = os.environ.get(config.bot.token_env, "").strip()
+    return token or None

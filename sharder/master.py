@@ -1,0 +1,62 @@
+"""The master process: the supervisor, its control socket and its terminal, run together.
+
+It is also the control socket's handler: ``status``, ``stop`` and ``restart WORKER`` from
+``python -m sharder`` arrive here and go to the supervisor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+from sharder.control import ControlServer
+from sharder.display import StatusDisplay
+from sharder.simulated import SimulatorChild
+from sharder.status import SharderStatus
+from sharder.supervisor import Supervisor
+
+log = logging.getLogger("sharder")
+
+
+class Master:
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        socket_path: Path,
+        simulator: SimulatorChild | None,
+        show_status: bool,
+    ) -> None:
+        self.supervisor = supervisor
+        self.socket_path = socket_path
+        self.simulator = simulator
+        self.show_status = show_status
+        if simulator is not None:
+            supervisor.on_tick = simulator.check
+
+    def status(self) -> SharderStatus:
+        return self.supervisor.status()
+
+    async def stop(self) -> None:
+        self.supervisor.request_stop()
+
+    async def restart(self, worker_id: int) -> str:
+        return await self.supervisor.restart_worker(worker_id)
+
+    async def run(self) -> int:
+        server = ControlServer(self.socket_path, self)
+        await server.start()
+        display = None
+        if self.show_status:
+            display = asyncio.create_task(StatusDisplay(self.status).run())
+        try:
+            return await self.supervisor.run()
+        finally:
+            if display is not None:
+                display.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await display
+            await server.close()
+            if self.simulator is not None:
+                self.simulator.stop()

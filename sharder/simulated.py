@@ -1,0 +1,57 @@
+"""``--simulate``: the built-in simulator as a supervised child of the master.
+
+It is started before the workers (they need its token and URLs), dies with the master (parent
+death signal), and is started again on the same port if it exits while the master runs, so the
+workers' URLs stay valid and their shards reconnect.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import subprocess
+
+from sharder.config import SimulatorSection
+from simulator.child import SimulatorEndpoints, start_simulator, stop_process
+from worker.lifetime import die_with_parent
+
+log = logging.getLogger("sharder.simulated")
+
+
+class SimulatorChild:
+    def __init__(self, section: SimulatorSection, shards: int) -> None:
+        self.flags = [
+            "--guilds", str(section.guilds),
+            "--shards", str(shards),
+            "--max-concurrency", str(section.max_concurrency),
+            "--seed", str(section.seed),
+            "--traffic-rate", str(section.traffic_rate),
+        ]  # fmt: skip
+        self.process: subprocess.Popen[bytes] | None = None
+        self.endpoints: SimulatorEndpoints | None = None
+
+    def start(self) -> SimulatorEndpoints:
+        flags = list(self.flags)
+        if self.endpoints is not None:  # a restart: same port, so the workers' URLs stay valid
+            flags += ["--port", self.endpoints.rest_url.split(":")[2].split("/")[0]]
+        self.endpoints, self.process = start_simulator(
+            *flags, preexec_fn=functools.partial(die_with_parent, os.getpid()), new_session=True
+        )
+        log.info("simulator serving at %s (pid %d)", self.endpoints.rest_url, self.process.pid)
+        return self.endpoints
+
+    def check(self) -> None:
+        """Start the simulator again if it exited."""
+        if self.process is None or self.process.poll() is None:
+            return
+        log.error("the simulator exited with %s; starting it again", self.process.returncode)
+        try:
+            self.start()
+        except (OSError, RuntimeError, TimeoutError) as error:
+            log.error("the simulator did not come back: %s", error)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)
+            self.process = None

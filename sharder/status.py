@@ -1,0 +1,58 @@
+"""The master's picture of itself: what ``sharder status`` prints and the live table shows.
+
+One ``SharderStatus`` snapshot is built by the supervisor; the control socket sends it as JSON
+and the terminal renders it, so both always say the same thing.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from protocol.messages import ShardState
+
+WorkerState = Literal[
+    "spawning",  # process started, hello not yet received
+    "starting",  # connected; its shards are connecting
+    "ready",  # every shard it owns is ready
+    "stopping",  # asked to stop
+    "backoff",  # died; waiting to be restarted
+    "failed",  # restarted too often within the crash-loop window; left down
+    "stopped",
+]
+
+
+class WorkerStatus(msgspec.Struct, kw_only=True):
+    id: int
+    pid: int | None
+    state: WorkerState
+    shards: list[int]
+    restarts: int
+    rss_bytes: int
+    loop_lag_ms: float | None
+    last_exit: str | None  # why the last process ended, if one did
+
+
+class ShardStatus(msgspec.Struct, kw_only=True):
+    id: int
+    worker: int
+    state: ShardState
+    guilds: int
+    latency_ms: float | None
+
+
+class SharderStatus(msgspec.Struct, kw_only=True):
+    pid: int
+    uptime_s: float
+    state: Literal["starting", "running", "stopping"]
+    shard_count: int
+    api_url: str
+    simulated: bool
+    events_per_s: float
+    workers: list[WorkerStatus]
+    shards: list[ShardStatus]
+
+    @property
+    def ready_shards(self) -> int:
+        return sum(shard.state == "ready" for shard in self.shards)

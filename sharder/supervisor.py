@@ -1,0 +1,446 @@
+"""The supervisor: one loop that keeps every shard worker alive; the master's signal handler.
+
+Each pass of the loop (at least once per heartbeat interval, at once when something happens)
+reaps workers that exited, pings the living, kills the hung, and starts the restarts that are
+due. A process exit is seen the moment it happens through the process sentinel; a hang is seen
+after ``heartbeat_misses`` unanswered pings. Restarts back off exponentially, and a worker that
+exits more than ``crash_loop_restarts`` times within ``crash_loop_window`` is left failed while
+the others keep serving.
+
+    spawning --hello--> starting --all shards ready--> ready
+        \\                   \\                         /
+         `---- exit / hang ---`-----> backoff -------'--> (restart) spawning
+                                          `--crash loop--> failed
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from protocol import PROTOCOL_VERSION, RoutingTable, open_connection, socket_from_pipe
+from protocol.messages import (
+    Heartbeat,
+    HeartbeatAck,
+    Hello,
+    ShardDisconnect,
+    ShardHealth,
+    ShardReady,
+    ShardState,
+)
+from sharder.config import Config
+from sharder.router import Router
+from sharder.status import SharderStatus
+from sharder.workers import WorkerHandle
+from worker import shard_worker
+from worker.spec import WorkerSpec
+
+log = logging.getLogger("sharder.supervisor")
+
+# Workers must not inherit a running event loop (fork would): spawn starts a fresh interpreter.
+SPAWN = multiprocessing.get_context("spawn")
+STOP_POLL = 0.05
+# A signal sent to a process group reaches the master twice at once; a second stop is a person
+# pressing Ctrl-C again, later than this.
+SIGNAL_DEBOUNCE = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Discord:
+    """Where the workers connect, and as whom."""
+
+    token: str
+    api_url: str
+    intents: int
+    simulated: bool
+
+
+class Supervisor:
+    def __init__(self, config: Config, discord: Discord) -> None:
+        self.config = config
+        self.discord = discord
+        sharding = config.sharding
+        self.table = RoutingTable.contiguous(sharding.shards, sharding.workers)
+        backoff = config.supervisor.restart_backoff
+        self.workers = {
+            worker_id: WorkerHandle(worker_id, self.table.shards_of(worker_id), backoff)
+            for worker_id in range(sharding.workers)
+        }
+        self.state: Literal["starting", "running", "stopping"] = "starting"
+        self.started_at = time.monotonic()
+        self.exit_code = 0
+        self._wake = asyncio.Event()
+        self._stop_requested = False
+        self._force = False
+        self._stop_signalled_at = 0.0
+        self._next_heartbeat = 0.0
+        self._heartbeat_nonce = 0
+        self._exited: set[int] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.router: Router
+        # Called once per loop pass, e.g. to restart a supervised simulator.
+        self.on_tick: Callable[[], None] = lambda: None
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        self.router = Router(self.table, self.workers, self)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, self._on_signal, signum)
+        try:
+            for handle in self.workers.values():
+                self._spawn(handle)
+            while not self._stop_requested:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._until_next_heartbeat()):
+                        await self._wake.wait()
+                self._wake.clear()
+                self._tick()
+            await self._shutdown()
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+            self._kill_all()
+        return self.exit_code
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        for worker_id in sorted(self._exited):
+            self._reap(self.workers[worker_id], now)
+        self._exited.clear()
+        if now >= self._next_heartbeat:
+            self._heartbeat(now)
+        for handle in self.workers.values():
+            if (
+                handle.state == "backoff"
+                and handle.restart_at is not None
+                and now >= handle.restart_at
+            ):
+                self._spawn(handle)
+        if self.state == "starting" and all(
+            h.state in ("ready", "failed") for h in self.workers.values()
+        ):
+            self.state = "running"
+            log.info("all shards ready after %.1f s", now - self.started_at)
+        self.on_tick()
+
+    def _until_next_heartbeat(self) -> float:
+        return max(0.0, self._next_heartbeat - time.monotonic())
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # -- signals, stop and restart -------------------------------------------------------------
+
+    def _on_signal(self, signum: int) -> None:
+        now = time.monotonic()
+        if self._stop_requested and now - self._stop_signalled_at < SIGNAL_DEBOUNCE:
+            return  # the same stop, delivered twice (to the process and to its group)
+        if self._stop_requested:
+            log.warning("second %s: stopping now", signal.Signals(signum).name)
+            self._force = True
+            self.exit_code = 1
+        else:
+            log.info("%s: stopping gracefully", signal.Signals(signum).name)
+            self._stop_requested = True
+            self._stop_signalled_at = now
+        self.wake()
+
+    def request_stop(self) -> None:
+        self._stop_requested = True
+        self.wake()
+
+    async def restart_worker(self, worker_id: int) -> str:
+        handle = self.workers.get(worker_id)
+        if handle is None:
+            raise ValueError(f"no worker {worker_id}; workers are 0-{len(self.workers) - 1}")
+        if self.state == "stopping":
+            raise ValueError("the sharder is stopping")
+        if handle.state in ("backoff", "failed", "stopped"):
+            handle.exits.clear()
+            handle.backoff = handle.first_backoff
+            self._spawn(handle)
+            return f"worker {worker_id} started"
+        handle.restart_requested = True
+        self._ask_to_stop(handle, "restart requested")
+        return f"worker {worker_id} restarting"
+
+    def _ask_to_stop(self, handle: WorkerHandle, reason: str) -> None:
+        """SHARD_DISCONNECT for all its shards; SIGKILL if it has not exited by the deadline."""
+        if handle.connection is not None and handle.connection.is_open:
+            handle.connection.send_batch_nowait(
+                [ShardDisconnect(shard_ids=list(handle.shard_ids), reason=reason)]
+            )
+        process = handle.process
+        if process is not None:
+            self._later(self._kill_if_alive(process, self.config.supervisor.shutdown_timeout))
+
+    async def _kill_if_alive(
+        self, process: multiprocessing.process.BaseProcess, after: float
+    ) -> None:
+        await asyncio.sleep(after)
+        if process.is_alive():
+            log.warning("process %s did not stop within %.0f s: killing it", process.pid, after)
+            process.kill()
+
+    async def _shutdown(self) -> None:
+        self.state = "stopping"
+        for handle in self.workers.values():
+            if handle.process is not None:
+                handle.state = "stopping"
+                if handle.connection is not None and handle.connection.is_open:
+                    handle.connection.send_batch_nowait(
+                        [ShardDisconnect(shard_ids=list(handle.shard_ids), reason="shutdown")]
+                    )
+        deadline = time.monotonic() + self.config.supervisor.shutdown_timeout
+        while self._alive() and not self._force and time.monotonic() < deadline:
+            # Exits and a second signal wake the loop; the poll also catches a missed sentinel.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(STOP_POLL):
+                    await self._wake.wait()
+            self._wake.clear()
+        stragglers = list(self._alive())
+        if stragglers:
+            log.warning("killing workers %s that did not stop in time", [h.id for h in stragglers])
+        self._kill_all()
+        for handle in self.workers.values():
+            handle.state = "stopped"
+            handle.forget_process()
+        log.info("stopped")
+
+    def _alive(self) -> list[WorkerHandle]:
+        return [h for h in self.workers.values() if h.process is not None and h.process.is_alive()]
+
+    def _kill_all(self) -> None:
+        for handle in self.workers.values():
+            process = handle.process
+            if process is not None and process.is_alive():
+                process.kill()
+            if process is not None:
+                process.join(timeout=5)
+                self._stop_watching(process)
+
+    # -- spawning and reaping ------------------------------------------------------------------
+
+    def _spawn(self, handle: WorkerHandle) -> None:
+        spec = WorkerSpec(
+            worker_id=handle.id,
+            shard_ids=tuple(handle.shard_ids),
+            shard_count=self.config.sharding.shards,
+            token=self.discord.token,
+            api_url=self.discord.api_url,
+            entry_point=self.config.bot.entry_point,
+            intents=self.discord.intents,
+            master_pid=os.getpid(),
+            request_timeout=self.config.supervisor.request_timeout,
+            log_level=self.config.log_level,
+        )
+        parent_end, child_end = SPAWN.Pipe(duplex=True)
+        process = SPAWN.Process(
+            target=shard_worker.main, args=(spec, child_end), name=f"sharder-worker-{handle.id}"
+        )
+        process.start()
+        child_end.close()
+        handle.process = process
+        handle.state = "spawning"
+        handle.restart_at = None
+        handle.spawned_at = time.monotonic()
+        asyncio.get_running_loop().add_reader(process.sentinel, self._on_exit, handle.id, process)
+        log.info("worker %d spawned (pid %d, shards %s)", handle.id, process.pid, handle.shard_ids)
+        self._later(self._connect(handle, process, parent_end))
+
+    async def _connect(
+        self,
+        handle: WorkerHandle,
+        process: multiprocessing.process.BaseProcess,
+        pipe: multiprocessing.connection.Connection,
+    ) -> None:
+        hello = Hello(version=PROTOCOL_VERSION, role="master", worker_id=handle.id, pid=os.getpid())
+        try:
+            connection = await open_connection(
+                socket_from_pipe(pipe),
+                hello,
+                hello_timeout=self.config.supervisor.worker_start_timeout,
+            )
+        except Exception as error:
+            if handle.process is process and process.is_alive():
+                log.error("worker %d did not say hello: %s; killing it", handle.id, error)
+                handle.last_exit = f"no hello: {error}"
+                process.kill()
+            return
+        if handle.process is not process:
+            connection.close()
+            return
+        handle.connection = connection
+        handle.state = "starting"
+        connection.deliver_to(self.router.receiver(handle))
+        await connection.wait_closed()
+        if handle.process is process and process.is_alive() and not handle.stopping:
+            # The link ended under a living process: it sent garbage or closed its end.
+            log.error("worker %d link ended: %s; replacing it", handle.id, connection.error)
+            handle.last_exit = f"link ended: {connection.error}"
+            process.kill()
+
+    def _on_exit(self, worker_id: int, process: multiprocessing.process.BaseProcess) -> None:
+        self._stop_watching(process)
+        self._exited.add(worker_id)
+        self.wake()
+
+    def _stop_watching(self, process: multiprocessing.process.BaseProcess) -> None:
+        with contextlib.suppress(ValueError, OSError):
+            asyncio.get_running_loop().remove_reader(process.sentinel)
+
+    def _reap(self, handle: WorkerHandle, now: float) -> None:
+        process = handle.process
+        if process is None:
+            return
+        process.join(timeout=1)
+        how = describe_exit(process.exitcode)
+        if handle.last_exit is None or not handle.last_exit.startswith(
+            ("no hello", "link", "hung")
+        ):
+            handle.last_exit = how
+        else:
+            handle.last_exit = f"{handle.last_exit} ({how})"
+        if handle.connection is not None:
+            handle.connection.close()
+        handle.forget_process()
+        self.router.worker_down(handle.id)
+        if self.state == "stopping" or self._stop_requested:
+            handle.state = "stopped"
+            return
+        if handle.restart_requested:
+            handle.restart_requested = False
+            log.info("worker %d stopped for its restart (%s)", handle.id, how)
+            self._spawn(handle)
+            return
+        lived = now - handle.spawned_at
+        if lived > self.config.supervisor.restart_backoff_max:
+            handle.backoff = handle.first_backoff  # it ran a good while: not a loop
+        recent = handle.count_exit(now, self.config.supervisor.crash_loop_window)
+        if recent > self.config.supervisor.crash_loop_restarts:
+            handle.state = "failed"
+            log.error(
+                "worker %d failed: %d exits within %.0f s (last: %s); its shards %s stay down",
+                handle.id,
+                recent,
+                self.config.supervisor.crash_loop_window,
+                handle.last_exit,
+                handle.shard_ids,
+            )
+            return
+        handle.state = "backoff"
+        handle.restarts += 1
+        handle.restart_at = now + handle.backoff
+        log.warning(
+            "worker %d exited (%s); restart %d in %.1f s",
+            handle.id,
+            handle.last_exit,
+            handle.restarts,
+            handle.backoff,
+        )
+        handle.backoff = min(handle.backoff * 2, self.config.supervisor.restart_backoff_max)
+
+    # -- heartbeats ----------------------------------------------------------------------------
+
+    def _heartbeat(self, now: float) -> None:
+        interval = self.config.supervisor.heartbeat_interval
+        self._next_heartbeat = now + interval
+        for handle in self.workers.values():
+            connection = handle.connection
+            if connection is None or not connection.is_open or handle.state == "stopping":
+                continue
+            if handle.unacked_heartbeats >= self.config.supervisor.heartbeat_misses:
+                log.error(
+                    "worker %d is hung: %d heartbeats unanswered; killing it",
+                    handle.id,
+                    handle.unacked_heartbeats,
+                )
+                handle.last_exit = f"hung: {handle.unacked_heartbeats} heartbeats unanswered"
+                if handle.process is not None:
+                    handle.process.kill()
+                continue
+            self._heartbeat_nonce += 1
+            handle.unacked_heartbeats += 1
+            connection.send_batch_nowait(
+                [Heartbeat(nonce=self._heartbeat_nonce, deadline=now + interval, sent_at=now)]
+            )
+
+    # -- what workers report (the router's WorkerReports) --------------------------------------
+
+    def on_heartbeat_ack(self, handle: WorkerHandle, ack: HeartbeatAck) -> None:
+        was = handle.state
+        handle.record_ack(ack)
+        if handle.state != was:
+            self.wake()
+
+    def on_shard_ready(self, handle: WorkerHandle, ready: ShardReady) -> None:
+        log.info(
+            "shard %d ready on worker %d (%d guilds)",
+            ready.shard_id,
+            handle.id,
+            len(ready.guild_ids),
+        )
+        handle.set_shard_state(
+            ready.shard_id,
+            ShardHealth(
+                shard_id=ready.shard_id,
+                state="ready",
+                guilds=len(ready.guild_ids),
+                session_id=ready.session_id,
+            ),
+        )
+        self.wake()
+
+    def on_shard_disconnect(self, handle: WorkerHandle, disconnect: ShardDisconnect) -> None:
+        for shard_id in disconnect.shard_ids:
+            log.warning("shard %d on worker %d: %s", shard_id, handle.id, disconnect.reason)
+            previous = handle.shards.get(shard_id)
+            guilds = previous.guilds if previous is not None else 0
+            state: ShardState = "resuming" if disconnect.resumable else "down"
+            health = ShardHealth(shard_id=shard_id, state=state, guilds=guilds)
+            handle.set_shard_state(shard_id, health)
+        self.wake()
+
+    # -- status ----------------------------------------------------------------------------------
+
+    def status(self) -> SharderStatus:
+        workers = [handle.worker_status() for handle in self.workers.values()]
+        shards = sorted(
+            (shard for handle in self.workers.values() for shard in handle.shard_statuses()),
+            key=lambda shard: shard.id,
+        )
+        return SharderStatus(
+            pid=os.getpid(),
+            uptime_s=round(time.monotonic() - self.started_at, 1),
+            state=self.state,
+            shard_count=self.config.sharding.shards,
+            api_url=self.discord.api_url,
+            simulated=self.discord.simulated,
+            events_per_s=round(sum(handle.events_rate for handle in self.workers.values()), 1),
+            workers=workers,
+            shards=shards,
+        )
+
+    def _later(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def describe_exit(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "still running"
+    if exitcode < 0:
+        return f"killed by {signal.Signals(-exitcode).name}"
+    return f"exit code {exitcode}"

@@ -1,0 +1,136 @@
+"""The master's view of one shard worker: its process, its link, its health and its restarts.
+
+A handle outlives the processes it runs: each restart puts a new process and connection in the
+same handle, so the worker keeps its id, its shards and its restart history. The supervisor
+drives the transitions; the handle keeps the facts and answers questions about them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from multiprocessing.process import BaseProcess
+
+from protocol import Connection
+from protocol.messages import HeartbeatAck, ShardHealth
+from sharder.status import ShardStatus, WorkerState, WorkerStatus
+
+SERVING_STATES: frozenset[WorkerState] = frozenset({"starting", "ready"})
+
+
+class WorkerHandle:
+    def __init__(self, worker_id: int, shard_ids: list[int], first_backoff: float) -> None:
+        self.id = worker_id
+        self.shard_ids = shard_ids
+        self.state: WorkerState = "stopped"
+        self.process: BaseProcess | None = None
+        self.connection: Connection | None = None
+        self.restarts = 0
+        self.exits: deque[float] = deque()  # times of unplanned exits, for the crash-loop cap
+        self.first_backoff = first_backoff
+        self.backoff = first_backoff
+        self.restart_at: float | None = None
+        self.restart_requested = False  # a planned restart: no backoff, not a crash
+        self.spawned_at = 0.0
+        self.last_exit: str | None = None
+        self.unacked_heartbeats = 0
+        self.health: HeartbeatAck | None = None
+        self.shards: dict[int, ShardHealth] = {
+            shard_id: ShardHealth(shard_id=shard_id, state="down") for shard_id in shard_ids
+        }
+        self.events_rate = 0.0
+        self._last_events: tuple[float, int] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    @property
+    def serving(self) -> bool:
+        """Connected and not stopping: routed requests may go to it."""
+        return (
+            self.state in SERVING_STATES and self.connection is not None and self.connection.is_open
+        )
+
+    @property
+    def stopping(self) -> bool:
+        return self.state == "stopping"
+
+    def describe(self) -> str:
+        """Why this worker cannot take a request, in words for an error reply."""
+        shards = (
+            f"shards {self.shard_ids[0]}-{self.shard_ids[-1]}" if self.shard_ids else "no shards"
+        )
+        if self.state == "failed":
+            return f"worker {self.id} ({shards}) failed: {self.last_exit}"
+        if self.state == "backoff":
+            return f"worker {self.id} ({shards}) is restarting after: {self.last_exit}"
+        return f"worker {self.id} ({shards}) is {self.state}"
+
+    def record_ack(self, ack: HeartbeatAck) -> None:
+        self.unacked_heartbeats = 0
+        self.health = ack
+        for shard in ack.shards:
+            if shard.shard_id in self.shards:
+                self.shards[shard.shard_id] = shard
+        now = time.monotonic()
+        if self._last_events is not None and now > self._last_events[0]:
+            then, count = self._last_events
+            self.events_rate = max(0.0, (ack.events - count) / (now - then))
+        self._last_events = (now, ack.events)
+        if self.state == "starting" and self.all_shards_ready():
+            self.state = "ready"
+
+    def set_shard_state(self, shard_id: int, health: ShardHealth) -> None:
+        if shard_id in self.shards:
+            self.shards[shard_id] = health
+        if self.state == "starting" and self.all_shards_ready():
+            self.state = "ready"
+        elif self.state == "ready" and not self.all_shards_ready():
+            self.state = "starting"
+
+    def all_shards_ready(self) -> bool:
+        return all(shard.state == "ready" for shard in self.shards.values())
+
+    def forget_process(self) -> None:
+        """The process is gone: its health and shards are no longer known."""
+        self.process = None
+        self.connection = None
+        self.health = None
+        self.unacked_heartbeats = 0
+        self._last_events = None
+        self.events_rate = 0.0
+        for shard_id in self.shard_ids:
+            self.shards[shard_id] = ShardHealth(shard_id=shard_id, state="down")
+
+    def count_exit(self, now: float, window: float) -> int:
+        """Record an unplanned exit; how many happened within the crash-loop window."""
+        self.exits.append(now)
+        while self.exits and now - self.exits[0] > window:
+            self.exits.popleft()
+        return len(self.exits)
+
+    def worker_status(self) -> WorkerStatus:
+        health = self.health
+        return WorkerStatus(
+            id=self.id,
+            pid=self.pid,
+            state=self.state,
+            shards=list(self.shard_ids),
+            restarts=self.restarts,
+            rss_bytes=health.rss_bytes if health else 0,
+            loop_lag_ms=health.loop_lag_ms if health else None,
+            last_exit=self.last_exit,
+        )
+
+    def shard_statuses(self) -> list[ShardStatus]:
+        return [
+            ShardStatus(
+                id=shard.shard_id,
+                worker=self.id,
+                state=shard.state,
+                guilds=shard.guilds,
+                latency_ms=shard.latency_ms,
+            )
+            for shard in self.shards.values()
+        ]

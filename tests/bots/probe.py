@@ -1,0 +1,83 @@
+"""A bot for the sharder's integration tests: the reference bot plus commands that probe the
+machinery, driven by messages injected into the simulator and answered through REST.
+
+    !call <guild id> <handler> [payload] [timeout]   ctx.request; answers "ok <json>" or "error <code>"
+    !all <handler> [payload] [timeout]               ctx.broadcast; answers the outcomes as JSON
+    !garbage                                          writes bytes that are no frame to the master
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from typing import Any
+
+import hikari
+
+from worker import reference_bot
+from worker.context import Invocation, RequestError, ShardContext
+
+
+def setup(bot: hikari.GatewayBot, ctx: ShardContext) -> None:
+    reference_bot.setup(bot, ctx)
+
+    @ctx.handler("echo")
+    async def echo(call: Invocation) -> dict[str, Any]:
+        return {"shard_id": call.shard_id, "pid": os.getpid(), "payload": call.payload}
+
+    @ctx.handler("sleep")
+    async def sleep(call: Invocation) -> float:
+        await asyncio.sleep(float(call.payload))
+        return float(call.payload)
+
+    @ctx.handler("fail")
+    async def fail(call: Invocation) -> None:
+        raise RuntimeError(f"failing on shard {call.shard_id} as asked")
+
+    @bot.listen(hikari.GuildMessageCreateEvent)
+    async def on_message(event: hikari.GuildMessageCreateEvent) -> None:
+        if not event.is_human or not event.content:
+            return
+        words = event.content.split()
+        if words[0] == "!call":
+            answer = await call(ctx, int(words[1]), words[2], *words[3:])
+        elif words[0] == "!all":
+            answer = await call_all(ctx, words[1], *words[2:])
+        elif words[0] == "!garbage":
+            transport = ctx._link.connection._transport  # a test hook, on purpose
+            assert transport is not None
+            transport.write(b"\x00\x00\x00\x10" + b"not a frame at all, surely")
+            return
+        else:
+            return
+        await event.message.respond(answer, reply=True)
+
+
+async def call(ctx: ShardContext, guild_id: int, name: str, *arguments: str) -> str:
+    payload = arguments[0] if arguments else None
+    timeout = float(arguments[1]) if len(arguments) > 1 else None
+    try:
+        value = await ctx.request(guild_id, name, payload, timeout=timeout)
+    except RequestError as error:
+        return f"error {error.code} {error.message}"
+    return f"ok {json.dumps(value)}"
+
+
+async def call_all(ctx: ShardContext, name: str, *arguments: str) -> str:
+    payload = arguments[0] if arguments else None
+    timeout = float(arguments[1]) if len(arguments) > 1 else None
+    outcomes = await ctx.broadcast(name, payload, timeout=timeout)
+    return json.dumps(
+        {
+            str(shard_id): {"ok": outcome.ok, "code": outcome.code, "value": outcome.value}
+            for shard_id, outcome in sorted(outcomes.items())
+        }
+    )
+
+
+def setup_crashing_worker_1(bot: hikari.GatewayBot, ctx: ShardContext) -> None:
+    """Worker 1 cannot start; the others serve as usual."""
+    if ctx.worker_id == 1:
+        raise RuntimeError("worker 1 crashes on start, as the test asks")
+    setup(bot, ctx)

@@ -1,0 +1,161 @@
+"""``ShardContext``: what bot code uses to reach the other shards.
+
+Bot code registers named handlers and calls them on the shard that owns a guild
+(``request``) or on every shard (``broadcast``). Nothing but names and msgpack-able payloads
+crosses processes: no code strings are evaluated anywhere. Every call has a deadline.
+
+    async def setup(bot: hikari.GatewayBot, ctx: ShardContext) -> None:
+        @ctx.handler("where")
+        async def where(call: Invocation) -> dict[str, int]:
+            return {"shard": call.shard_id, "worker": ctx.worker_id}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import hikari
+import msgspec
+
+from protocol import shard_for_guild
+from protocol.messages import CommandBroadcast, CommandExec, ErrorCode, ShardOutcome
+from worker.ipc import MasterLink, RequestFailed
+
+Handler = Callable[["Invocation"], Awaitable[Any]]
+H = TypeVar("H", bound=Handler)
+
+
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    """One call of a handler: on which shard, for which guild (None for a broadcast), with what."""
+
+    name: str
+    shard_id: int
+    guild_id: int | None
+    payload: Any
+
+
+class RequestError(Exception):
+    """A request failed: ``code`` says how (timeout, target_down, no_handler, handler_failed...)."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class ShardContext:
+    def __init__(
+        self,
+        bot: hikari.GatewayBot,
+        link: MasterLink,
+        *,
+        worker_id: int,
+        shard_ids: tuple[int, ...],
+        shard_count: int,
+        request_timeout: float,
+    ) -> None:
+        self.bot = bot
+        self.worker_id = worker_id
+        self.shard_ids = shard_ids
+        self.shard_count = shard_count
+        self.request_timeout = request_timeout
+        self._link = link
+        self._handlers: dict[str, Handler] = {}
+
+    def handler(self, name: str) -> Callable[[H], H]:
+        """Register the decorated coroutine function as the handler called ``name``."""
+
+        def register(function: H) -> H:
+            self.add_handler(name, function)
+            return function
+
+        return register
+
+    def add_handler(self, name: str, function: Handler) -> None:
+        if name in self._handlers:
+            raise ValueError(f"a handler named {name!r} is already registered")
+        self._handlers[name] = function
+
+    def shard_of(self, guild_id: int) -> int:
+        return shard_for_guild(guild_id, self.shard_count)
+
+    async def request(
+        self, guild_id: int, name: str, payload: Any = None, *, timeout: float | None = None
+    ) -> Any:
+        """Run handler ``name`` on the shard that owns ``guild_id``; its return value."""
+        deadline = time.monotonic() + (timeout or self.request_timeout)
+        shard_id = self.shard_of(guild_id)
+        if shard_id in self.shard_ids:  # our own shard: no need to cross a process
+            outcome = await self.invoke(Invocation(name, shard_id, guild_id, payload), deadline)
+            if not outcome.ok:
+                raise RequestError(outcome.code or "handler_failed", outcome.message)
+            return outcome.value
+        request = CommandExec(
+            nonce=self._link.next_nonce(),
+            deadline=deadline,
+            guild_id=guild_id,
+            name=name,
+            payload=payload,
+        )
+        try:
+            return await self._link.call(request)
+        except RequestFailed as failure:
+            raise RequestError(failure.code, failure.message) from None
+
+    async def broadcast(
+        self, name: str, payload: Any = None, *, timeout: float | None = None
+    ) -> dict[int, ShardOutcome]:
+        """Run handler ``name`` on every shard; each shard's outcome, failures included."""
+        request = CommandBroadcast(
+            nonce=self._link.next_nonce(),
+            deadline=time.monotonic() + (timeout or self.request_timeout),
+            name=name,
+            payload=payload,
+        )
+        try:
+            answer = await self._link.call(request)
+        except RequestFailed as failure:
+            # Not even a partial answer: every shard failed the same way.
+            return {
+                shard_id: ShardOutcome(
+                    shard_id=shard_id,
+                    ok=False,
+                    code=failure.code,
+                    message=failure.message,
+                )
+                for shard_id in range(self.shard_count)
+            }
+        outcomes = msgspec.convert(answer, list[ShardOutcome])
+        return {outcome.shard_id: outcome for outcome in outcomes}
+
+    async def invoke(self, invocation: Invocation, deadline: float) -> ShardOutcome:
+        """Run a handler here, within the deadline; never raises."""
+        shard_id = invocation.shard_id
+        handler = self._handlers.get(invocation.name)
+        if handler is None:
+            return ShardOutcome(
+                shard_id=shard_id,
+                ok=False,
+                code="no_handler",
+                message=f"no handler named {invocation.name!r} on worker {self.worker_id}",
+            )
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                value = await handler(invocation)
+        except TimeoutError:
+            return ShardOutcome(
+                shard_id=shard_id, ok=False, code="timeout", message="handler passed the deadline"
+            )
+        except Exception as error:
+            return ShardOutcome(
+                shard_id=shard_id,
+                ok=False,
+                code="handler_failed",
+                message=f"{type(error).__name__}: {error}",
+            )
+        return ShardOutcome(shard_id=shard_id, ok=True, value=value)

@@ -1,0 +1,265 @@
+"""The shard worker process: hikari for a set of shards, the user's bot, and the master link.
+
+Lifecycle: die-with-parent armed, hello with the master, bot code loaded (``module:function``
+called as ``function(bot, ctx)``), shards started; then it answers heartbeats with its health,
+runs routed commands, and reports each shard's READY and disconnects. It stops when the master
+says so (SHARD_DISCONNECT for all its shards) or the link ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import inspect
+import logging
+import math
+import signal
+import multiprocessing.connection
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import hikari
+import psutil
+import uvloop
+
+from protocol import AnyMessage, shard_for_guild
+from protocol.messages import (
+    CommandBroadcast,
+    CommandExec,
+    Heartbeat,
+    HeartbeatAck,
+    ReplyError,
+    ReplyOk,
+    ShardDisconnect,
+    ShardHealth,
+    ShardReady,
+    ShardState,
+)
+from worker.context import Invocation, ShardContext
+from worker.ipc import MasterLink
+from worker.lifetime import die_with_parent
+from worker.spec import WorkerSpec
+
+log = logging.getLogger("worker")
+
+LAG_PROBE_INTERVAL = 0.25
+CLOSE_TIMEOUT = 5.0
+
+EntryPoint = Callable[[hikari.GatewayBot, ShardContext], Any]
+
+
+def main(spec: WorkerSpec, pipe: multiprocessing.connection.Connection) -> None:
+    """Process entry (``multiprocessing`` spawn target)."""
+    die_with_parent(spec.master_pid)
+    # Ctrl-C in a terminal reaches the whole process group; the master decides how we stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(
+        level=spec.log_level,
+        format=f"%(asctime)s %(levelname)s worker-{spec.worker_id} %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    sys.exit(uvloop.run(ShardWorker(spec).run(pipe)))
+
+
+def load_entry_point(entry_point: str) -> EntryPoint:
+    module_name, _, function_name = entry_point.partition(":")
+    module = importlib.import_module(module_name)
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise TypeError(
+            f"entry point {entry_point!r}: {module_name} has no function {function_name}"
+        )
+    entry: EntryPoint = function
+    return entry
+
+
+class ShardWorker:
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.spec = spec
+        self.states: dict[int, ShardState] = dict.fromkeys(spec.shard_ids, "starting")
+        self.sessions: dict[int, str] = {}
+        self.events = 0
+        self.loop_lag_ms = 0.0
+        self.stopping = asyncio.Event()
+        self._process = psutil.Process()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self, pipe: multiprocessing.connection.Connection) -> int:
+        spec = self.spec
+        self.link = await MasterLink.open(pipe, "shard_worker", spec.worker_id)
+        self.bot = hikari.GatewayBot(
+            spec.token,
+            rest_url=spec.api_url,
+            intents=hikari.Intents(spec.intents),
+            banner=None,
+            logs=None,
+            suppress_optimization_warning=True,
+        )
+        self.ctx = ShardContext(
+            self.bot,
+            self.link,
+            worker_id=spec.worker_id,
+            shard_ids=spec.shard_ids,
+            shard_count=spec.shard_count,
+            request_timeout=spec.request_timeout,
+        )
+        self._listen()
+        setup = load_entry_point(spec.entry_point)(self.bot, self.ctx)
+        if inspect.isawaitable(setup):
+            await setup
+        serving = asyncio.create_task(self._serve())
+        lag_probe = asyncio.create_task(self._probe_loop_lag())
+        try:
+            await self.bot.start(shard_ids=list(spec.shard_ids), shard_count=spec.shard_count)
+            log.info("shards %s started", list(spec.shard_ids))
+            await self.stopping.wait()
+        finally:
+            lag_probe.cancel()
+            serving.cancel()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await self.bot.close()
+            self.link.connection.close()
+        return 0
+
+    # -- what hikari tells us --------------------------------------------------------------
+
+    def _listen(self) -> None:
+        bot = self.bot
+
+        @bot.listen(hikari.ShardConnectedEvent)
+        async def connected(event: hikari.ShardConnectedEvent) -> None:
+            # Listeners run as tasks: READY may already have been handled.
+            if self.states[event.shard.id] != "ready":
+                self.states[event.shard.id] = "connecting"
+
+        @bot.listen(hikari.ShardReadyEvent)
+        async def ready(event: hikari.ShardReadyEvent) -> None:
+            shard_id = event.shard.id
+            self.states[shard_id] = "ready"
+            self.sessions[shard_id] = event.session_id
+            guild_ids = [int(guild_id) for guild_id in event.unavailable_guilds]
+            self.link.send_nowait(
+                ShardReady(shard_id=shard_id, session_id=event.session_id, guild_ids=guild_ids)
+            )
+
+        @bot.listen(hikari.ShardResumedEvent)
+        async def resumed(event: hikari.ShardResumedEvent) -> None:
+            self.states[event.shard.id] = "ready"
+
+        @bot.listen(hikari.ShardDisconnectedEvent)
+        async def disconnected(event: hikari.ShardDisconnectedEvent) -> None:
+            shard_id = event.shard.id
+            if self.stopping.is_set():
+                return
+            self.states[shard_id] = "resuming"
+            self.link.send_nowait(
+                ShardDisconnect(
+                    shard_ids=[shard_id], reason="gateway connection lost", resumable=True
+                )
+            )
+
+        async def counted(event: hikari.Event) -> None:
+            self.events += 1
+
+        # Every event, whatever its type: hikari hands subclasses to a base class's listeners.
+        bot.subscribe(hikari.Event, counted)
+
+    # -- what the master tells us ------------------------------------------------------------
+
+    async def _serve(self) -> None:
+        try:
+            await self.link.serve(self._dispatch)
+        finally:
+            # The master is gone or closed the link: nobody supervises us any more.
+            self.stopping.set()
+
+    def _dispatch(self, message: AnyMessage) -> None:
+        if isinstance(message, Heartbeat):
+            # Answered from the reader itself: a blocked event loop shows as missed acks.
+            self.link.send_nowait(self._health(message.nonce))
+        elif isinstance(message, CommandExec | CommandBroadcast):
+            task = asyncio.create_task(self._execute(message))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif isinstance(message, ShardDisconnect):
+            log.info("master asks to disconnect shards %s: %s", message.shard_ids, message.reason)
+            self.stopping.set()
+        else:
+            log.warning("unexpected %s from the master ignored", type(message).__name__)
+
+    async def _execute(self, request: CommandExec | CommandBroadcast) -> None:
+        if isinstance(request, CommandExec):
+            shard_id = shard_for_guild(request.guild_id, self.spec.shard_count)
+            if shard_id not in self.spec.shard_ids:
+                message = f"guild {request.guild_id} is on shard {shard_id}, not on this worker"
+                self.link.send_nowait(
+                    ReplyError(nonce=request.nonce, code="unknown_target", message=message)
+                )
+                return
+            invocation = Invocation(request.name, shard_id, request.guild_id, request.payload)
+            outcome = await self.ctx.invoke(invocation, request.deadline)
+            if outcome.ok:
+                reply: ReplyOk | ReplyError = ReplyOk(nonce=request.nonce, payload=outcome.value)
+            else:
+                code = outcome.code or "handler_failed"
+                reply = ReplyError(nonce=request.nonce, code=code, message=outcome.message)
+        else:
+            outcomes = await asyncio.gather(
+                *(
+                    self.ctx.invoke(
+                        Invocation(request.name, shard_id, None, request.payload), request.deadline
+                    )
+                    for shard_id in self.spec.shard_ids
+                )
+            )
+            reply = ReplyOk(nonce=request.nonce, payload=outcomes)
+        try:
+            self.link.send_nowait(reply)
+        except (TypeError, ValueError) as error:  # the handler returned something not msgpack-able
+            self.link.send_nowait(
+                ReplyError(
+                    nonce=request.nonce,
+                    code="handler_failed",
+                    message=f"the result cannot be sent: {error}",
+                )
+            )
+
+    # -- health ------------------------------------------------------------------------------
+
+    def _health(self, nonce: int) -> HeartbeatAck:
+        shard_count = self.spec.shard_count
+        guilds = Counter(
+            shard_for_guild(int(guild_id), shard_count)
+            for guild_id in self.bot.cache.get_guilds_view()
+        )
+        shards = []
+        for shard_id, state in self.states.items():
+            shard = self.bot.shards.get(shard_id)
+            latency = shard.heartbeat_latency if shard is not None else math.nan
+            shards.append(
+                ShardHealth(
+                    shard_id=shard_id,
+                    state=state,
+                    guilds=guilds.get(shard_id, 0),
+                    latency_ms=None if math.isnan(latency) else round(latency * 1000, 2),
+                    session_id=self.sessions.get(shard_id),
+                )
+            )
+        return HeartbeatAck(
+            nonce=nonce,
+            loop_lag_ms=round(self.loop_lag_ms, 2),
+            rss_bytes=self._process.memory_info().rss,
+            events=self.events,
+            shards=shards,
+        )
+
+    async def _probe_loop_lag(self) -> None:
+        while True:
+            started = time.monotonic()
+            await asyncio.sleep(LAG_PROBE_INTERVAL)
+            self.loop_lag_ms = max(0.0, (time.monotonic() - started - LAG_PROBE_INTERVAL) * 1000)
