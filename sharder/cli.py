@@ -13,6 +13,7 @@ Bad flags, a bad config file or a missing token exit with code 2 and say what is
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -22,10 +23,12 @@ from typing import Any, NoReturn
 
 import msgspec
 import uvloop
+from rich.console import Console
+from rich.logging import RichHandler
 
 from sharder import config as config_module
 from sharder.config import Config, ConfigError
-from sharder.control import AlreadyRunning, ControlUnavailable, call_sync
+from sharder.control import ControlError, ControlUnavailable, call_sync
 from sharder.display import status_table
 from sharder.status import SharderStatus
 
@@ -132,10 +135,23 @@ def start(args: argparse.Namespace, config: Config) -> int:
     from sharder.simulated import SimulatorChild
     from sharder.supervisor import Discord, Supervisor
 
-    logging.basicConfig(
-        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    show_status = not args.no_status
+    console = Console(stderr=True)
+    if show_status and console.is_terminal:
+        # Through rich, so that log lines scroll above the live status instead of over it.
+        handler: logging.Handler = RichHandler(console=console, show_path=False)
+        logging.basicConfig(
+            level=config.log_level, format="%(name)s: %(message)s", handlers=[handler]
+        )
+    else:
+        logging.basicConfig(
+            level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
     intents = intent_value(config.bot.intents)
+    path = socket_path(args, config)
+    with contextlib.suppress(ControlUnavailable, TimeoutError, OSError):
+        call_sync(path, {"command": "status"}, 2.0)
+        fail(f"a sharder is already running (control socket {path})")
     simulator = None
     if args.simulate:
         simulator = SimulatorChild(config.simulator, config.sharding.shards)
@@ -150,11 +166,10 @@ def start(args: argparse.Namespace, config: Config) -> int:
                 "or run against the built-in simulator with `python -m sharder start --simulate`"
             )
         discord = Discord(token, config.discord.api_url, intents, simulated=False)
-    show_status = not args.no_status
-    master = Master(Supervisor(config, discord), socket_path(args, config), simulator, show_status)
+    master = Master(Supervisor(config, discord), path, simulator, console if show_status else None)
     try:
         return uvloop.run(master.run())
-    except AlreadyRunning as error:
+    except ControlError as error:  # the control socket cannot be served (already running, bad path)
         if simulator is not None:
             simulator.stop()
         fail(str(error))
@@ -176,10 +191,7 @@ def control(args: argparse.Namespace, config: Config) -> int:
     path = socket_path(args, config)
     try:
         answer = call_sync(path, request, CONTROL_TIMEOUT)
-    except ControlUnavailable as error:
-        print(f"sharder: {error}", file=sys.stderr)
-        return 1
-    except TimeoutError as error:
+    except (ControlError, TimeoutError) as error:
         print(f"sharder: {error}", file=sys.stderr)
         return 1
     if not answer.get("ok"):
@@ -189,8 +201,6 @@ def control(args: argparse.Namespace, config: Config) -> int:
         if args.json:
             print(json.dumps(answer["status"], indent=2))
         else:
-            from rich.console import Console
-
             Console().print(status_table(msgspec.convert(answer["status"], SharderStatus)))
     else:
         print(answer.get("message", "ok"))

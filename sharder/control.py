@@ -222,7 +222,8 @@ class ControlServer:
             info = os.stat(path)
         except OSError as error:
             sock.close()
-            os.unlink(path)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
             raise ControlError(f"cannot secure control socket {path}: {_reason(error)}") from None
         self._identity = (info.st_dev, info.st_ino)
         mode = stat.S_IMODE(info.st_mode)
@@ -308,7 +309,9 @@ class ControlServer:
             async with asyncio.timeout(self._handler_timeout) as deadline:
                 match request:
                     case StatusRequest():
-                        return {"ok": True, "status": self._handler.status()}
+                        # Converted here, so a status that cannot be encoded is answered as
+                        # the handler's failure.
+                        return {"ok": True, "status": msgspec.to_builtins(self._handler.status())}
                     case StopRequest():
                         await self._handler.stop()
                         return {"ok": True, "message": "stopping"}

@@ -11,6 +11,8 @@ import contextlib
 import logging
 from pathlib import Path
 
+from rich.console import Console
+
 from sharder.control import ControlServer
 from sharder.display import StatusDisplay
 from sharder.simulated import SimulatorChild
@@ -26,12 +28,13 @@ class Master:
         supervisor: Supervisor,
         socket_path: Path,
         simulator: SimulatorChild | None,
-        show_status: bool,
+        console: Console | None,
     ) -> None:
+        """``console``: where the live status goes; None for none."""
         self.supervisor = supervisor
         self.socket_path = socket_path
         self.simulator = simulator
-        self.show_status = show_status
+        self.console = console
         if simulator is not None:
             supervisor.on_tick = simulator.check
 
@@ -48,8 +51,8 @@ class Master:
         server = ControlServer(self.socket_path, self)
         await server.start()
         display = None
-        if self.show_status:
-            display = asyncio.create_task(StatusDisplay(self.status).run())
+        if self.console is not None:
+            display = asyncio.create_task(StatusDisplay(self.status, self.console).run())
         try:
             return await self.supervisor.run()
         finally:

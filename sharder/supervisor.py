@@ -27,7 +27,13 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from protocol import PROTOCOL_VERSION, RoutingTable, open_connection, socket_from_pipe
+from protocol import (
+    PROTOCOL_VERSION,
+    ConnectionClosed,
+    RoutingTable,
+    open_connection,
+    socket_from_pipe,
+)
 from protocol.messages import (
     Heartbeat,
     HeartbeatAck,
@@ -252,6 +258,7 @@ class Supervisor:
         process.start()
         child_end.close()
         handle.process = process
+        handle.kill_reason = None
         handle.state = "spawning"
         handle.restart_at = None
         handle.spawned_at = time.monotonic()
@@ -275,8 +282,7 @@ class Supervisor:
         except Exception as error:
             if handle.process is process and process.is_alive():
                 log.error("worker %d did not say hello: %s; killing it", handle.id, error)
-                handle.last_exit = f"no hello: {error}"
-                process.kill()
+                self._kill(handle, f"no hello: {error}")
             return
         if handle.process is not process:
             connection.close()
@@ -285,11 +291,21 @@ class Supervisor:
         handle.state = "starting"
         connection.deliver_to(self.router.receiver(handle))
         await connection.wait_closed()
-        if handle.process is process and process.is_alive() and not handle.stopping:
-            # The link ended under a living process: it sent garbage or closed its end.
-            log.error("worker %d link ended: %s; replacing it", handle.id, connection.error)
-            handle.last_exit = f"link ended: {connection.error}"
-            process.kill()
+        if handle.process is not process or handle.stopping:
+            return
+        if isinstance(connection.error, ConnectionClosed):
+            # The worker closed its end: it is on its way out. Give it time to go on its own.
+            self._later(self._kill_if_alive(process, self.config.supervisor.shutdown_timeout))
+            return
+        # The worker sent what is not a frame: it cannot be trusted to carry on.
+        log.error("worker %d link ended: %s; replacing it", handle.id, connection.error)
+        self._kill(handle, f"link ended: {connection.error}")
+
+    def _kill(self, handle: WorkerHandle, reason: str) -> None:
+        """Kill the worker's process for ``reason``, which its exit will be reported with."""
+        handle.kill_reason = reason
+        if handle.process is not None:
+            handle.process.kill()
 
     def _on_exit(self, worker_id: int, process: multiprocessing.process.BaseProcess) -> None:
         self._stop_watching(process)
@@ -306,12 +322,7 @@ class Supervisor:
             return
         process.join(timeout=1)
         how = describe_exit(process.exitcode)
-        if handle.last_exit is None or not handle.last_exit.startswith(
-            ("no hello", "link", "hung")
-        ):
-            handle.last_exit = how
-        else:
-            handle.last_exit = f"{handle.last_exit} ({how})"
+        handle.last_exit = f"{handle.kill_reason} ({how})" if handle.kill_reason else how
         if handle.connection is not None:
             handle.connection.close()
         handle.forget_process()
@@ -321,6 +332,7 @@ class Supervisor:
             return
         if handle.restart_requested:
             handle.restart_requested = False
+            handle.restarts += 1
             log.info("worker %d stopped for its restart (%s)", handle.id, how)
             self._spawn(handle)
             return
@@ -366,9 +378,7 @@ class Supervisor:
                     handle.id,
                     handle.unacked_heartbeats,
                 )
-                handle.last_exit = f"hung: {handle.unacked_heartbeats} heartbeats unanswered"
-                if handle.process is not None:
-                    handle.process.kill()
+                self._kill(handle, f"hung: {handle.unacked_heartbeats} heartbeats unanswered")
                 continue
             self._heartbeat_nonce += 1
             handle.unacked_heartbeats += 1

@@ -33,6 +33,7 @@ class WorkerHandle:
         self.restart_requested = False  # a planned restart: no backoff, not a crash
         self.spawned_at = 0.0
         self.last_exit: str | None = None
+        self.kill_reason: str | None = None  # why the master killed the current process
         self.unacked_heartbeats = 0
         self.health: HeartbeatAck | None = None
         self.shards: dict[int, ShardHealth] = {

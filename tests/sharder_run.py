@@ -26,9 +26,11 @@ import psutil
 from sharder.control import ControlUnavailable, call
 from simulator.child import SimulatorEndpoints, call_control
 
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
 REPLY_TIMEOUT = 20.0
+CLI_TIMEOUT = 60.0
 
 # Fast supervision so that tests see hangs and restarts in a second or two.
 TEST_CONFIG = """
@@ -163,18 +165,7 @@ async def running_sharder(
         entry_point=entry_point, shards=shards, workers=workers, guilds=guilds
     )
     config_path.write_text(text + config)
-    log_path = directory / "sharder.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "sharder", "start", "--simulate", "--no-status",
-             "--config", str(config_path), *flags],
-            cwd=directory,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
-        )  # fmt: skip
-    running = RunningSharder(process, directory, log_path)
+    running = launch(directory, config_path, flags)
     try:
         yield running
     except BaseException:
@@ -184,6 +175,34 @@ async def running_sharder(
         running.remember_children()
         stop(running)
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def run_cli(*arguments: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m sharder ARGUMENTS`` in ``cwd``, without a token in the environment."""
+    environment = {key: value for key, value in os.environ.items() if key != "DISCORD_TOKEN"}
+    return subprocess.run(
+        [sys.executable, "-m", "sharder", *arguments],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT,
+        env={**environment, "PYTHONPATH": str(PROJECT_ROOT)},
+    )
+
+
+def launch(directory: Path, config_path: Path, flags: tuple[str, ...]) -> RunningSharder:
+    log_path = directory / "sharder.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sharder", "start", "--simulate", "--no-status",
+             "--config", str(config_path), *flags],
+            cwd=directory,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        )  # fmt: skip
+    return RunningSharder(process, directory, log_path)
 
 
 def stop(running: RunningSharder) -> None:

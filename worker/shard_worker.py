@@ -14,8 +14,8 @@ import importlib
 import inspect
 import logging
 import math
-import signal
 import multiprocessing.connection
+import signal
 import sys
 import time
 from collections import Counter

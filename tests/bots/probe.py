@@ -1,9 +1,9 @@
 """A bot for the sharder's integration tests: the reference bot plus commands that probe the
 machinery, driven by messages injected into the simulator and answered through REST.
 
-    !call <guild id> <handler> [payload] [timeout]   ctx.request; answers "ok <json>" or "error <code>"
-    !all <handler> [payload] [timeout]               ctx.broadcast; answers the outcomes as JSON
-    !garbage                                          writes bytes that are no frame to the master
+    !call <guild id> <handler> [payload] [timeout]  ctx.request: "ok <json>" or "error <code> ..."
+    !all <handler> [payload] [timeout]              ctx.broadcast: the outcomes as JSON
+    !garbage                                        writes bytes that are no frame to the master
 """
 
 from __future__ import annotations
