@@ -49,12 +49,16 @@ class FrameEncoder:
         body = self._encoder.encode(message)
         return self._header(body) + body
 
+    def encode_into(self, message: Message, parts: list[Frame]) -> None:
+        """Append the frame to ``parts`` as header and body, uncopied, for a gathered write."""
+        body = self._encoder.encode(message)
+        parts.append(self._header(body))
+        parts.append(body)
+
     def encode_batch(self, messages: Iterable[Message]) -> bytes:
-        parts: list[bytes] = []
+        parts: list[Frame] = []
         for message in messages:
-            body = self._encoder.encode(message)
-            parts.append(self._header(body))
-            parts.append(body)
+            self.encode_into(message, parts)
         return b"".join(parts)
 
     def _header(self, body: bytes) -> bytes:

@@ -21,6 +21,7 @@ from typing import Protocol
 import msgspec
 
 from protocol import AnyMessage, Connection, Frame, RoutingTable
+from protocol.deadlines import DeadlineWheel
 from protocol.messages import (
     CommandBroadcast,
     CommandExec,
@@ -39,6 +40,7 @@ from sharder.workers import WorkerHandle
 log = logging.getLogger("sharder.router")
 
 Receiver = Callable[[Connection, list[AnyMessage], list[Frame]], None]
+ANSWERS = (ReplyOk, ReplyError)  # a tuple: ``A | B`` in isinstance builds a union per call
 
 
 class WorkerReports(Protocol):
@@ -53,14 +55,12 @@ class WorkerReports(Protocol):
 class Forwarded:
     origin: int
     target: int
-    timer: asyncio.TimerHandle
 
 
 @dataclass(slots=True)
 class Gathered:
     origin: int
     awaiting: set[int]
-    timer: asyncio.TimerHandle
     outcomes: list[ShardOutcome] = field(default_factory=list)
 
 
@@ -73,6 +73,7 @@ class Router:
         self.reports = reports
         self.pending: dict[int, Forwarded | Gathered] = {}
         self.routed = 0
+        self._deadlines: DeadlineWheel[int] = DeadlineWheel(self._expire)
         self._loop = asyncio.get_running_loop()
 
     def receiver(self, handle: WorkerHandle) -> Receiver:
@@ -104,7 +105,7 @@ class Router:
     # -- routing -------------------------------------------------------------------------------
 
     def _route(self, handle: WorkerHandle, message: AnyMessage, frame: Frame) -> None:
-        if isinstance(message, ReplyOk | ReplyError):
+        if isinstance(message, ANSWERS):
             self._on_answer(handle, message, frame)
         elif isinstance(message, CommandExec):
             self._forward(handle, message, frame)
@@ -130,20 +131,16 @@ class Router:
             return
         if self._expired(origin, request):
             return
-        timer = self._loop.call_later(
-            request.deadline - time.monotonic(), self._expire, request.nonce
-        )
-        self.pending[request.nonce] = Forwarded(origin.id, target.id, timer)
+        self._deadlines.add(request.nonce, request.deadline)
+        self.pending[request.nonce] = Forwarded(origin.id, target.id)
         self.routed += 1
         self._deliver(origin, target, frame)
 
     def _gather(self, origin: WorkerHandle, request: CommandBroadcast, frame: Frame) -> None:
         if self._expired(origin, request):
             return
-        timer = self._loop.call_later(
-            request.deadline - time.monotonic(), self._expire, request.nonce
-        )
-        route = Gathered(origin.id, set(), timer)
+        self._deadlines.add(request.nonce, request.deadline)
+        route = Gathered(origin.id, set())
         self.pending[request.nonce] = route
         self.routed += 1
         for target in self.workers.values():
@@ -171,7 +168,7 @@ class Router:
             self._finish(reply.nonce)
             origin = self.workers[route.origin]
             if origin.connection is not None and origin.connection.is_open:
-                origin.connection.forward_nowait([frame])
+                origin.connection.forward_soon([frame])
         elif replier.id in route.awaiting:
             route.awaiting.discard(replier.id)
             route.outcomes.extend(self._outcomes(replier, reply))
@@ -217,16 +214,15 @@ class Router:
         return True
 
     def _finish(self, nonce: int) -> None:
-        route = self.pending.pop(nonce, None)
-        if route is not None:
-            route.timer.cancel()
+        if self.pending.pop(nonce, None) is not None:
+            self._deadlines.discard(nonce)
 
     # -- writing -------------------------------------------------------------------------------
 
     def _deliver(self, origin: WorkerHandle, target: WorkerHandle, frame: Frame) -> None:
         target_connection = target.connection
         assert target_connection is not None
-        target_connection.forward_nowait([frame])
+        target_connection.forward_soon([frame])
         origin_connection = origin.connection
         if not target_connection.writable and origin_connection is not None:
             # The target is behind: stop reading the asker until it catches up.
@@ -242,7 +238,7 @@ class Router:
     def _answer(self, worker_id: int, answer: Message) -> None:
         connection = self.workers[worker_id].connection
         if connection is not None and connection.is_open:
-            connection.send_batch_nowait([answer])
+            connection.send_soon(answer)
 
     @staticmethod
     def _error(nonce: int, code: ErrorCode, message: str) -> ReplyError:

@@ -4,15 +4,20 @@ Bot code registers named handlers and calls them on the shard that owns a guild
 (``request``) or on every shard (``broadcast``). Nothing but names and msgpack-able payloads
 crosses processes: no code strings are evaluated anywhere. Every call has a deadline.
 
+A handler is a coroutine function, run in a task of its own (it may await; the deadline
+cancels it), or a plain function, run at once where the request arrives: cheaper by a task,
+for answers from memory such as the cache, and it must not block.
+
     async def setup(bot: hikari.GatewayBot, ctx: ShardContext) -> None:
         @ctx.handler("where")
-        async def where(call: Invocation) -> dict[str, int]:
+        def where(call: Invocation) -> dict[str, int]:
             return {"shard": call.shard_id, "worker": ctx.worker_id}
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,8 +30,14 @@ from protocol import shard_for_guild
 from protocol.messages import CommandBroadcast, CommandExec, ErrorCode, ShardOutcome
 from worker.ipc import MasterLink, RequestFailed
 
-Handler = Callable[["Invocation"], Awaitable[Any]]
+Handler = Callable[["Invocation"], Awaitable[Any]] | Callable[["Invocation"], Any]
 H = TypeVar("H", bound=Handler)
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    function: Handler
+    is_coroutine: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +76,8 @@ class ShardContext:
         self.shard_count = shard_count
         self.request_timeout = request_timeout
         self._link = link
-        self._handlers: dict[str, Handler] = {}
+        self._handlers: dict[str, Registered] = {}
+        self._own_shards = frozenset(shard_ids)
 
     def handler(self, name: str) -> Callable[[H], H]:
         """Register the decorated coroutine function as the handler called ``name``."""
@@ -79,7 +91,7 @@ class ShardContext:
     def add_handler(self, name: str, function: Handler) -> None:
         if name in self._handlers:
             raise ValueError(f"a handler named {name!r} is already registered")
-        self._handlers[name] = function
+        self._handlers[name] = Registered(function, inspect.iscoroutinefunction(function))
 
     def shard_of(self, guild_id: int) -> int:
         return shard_for_guild(guild_id, self.shard_count)
@@ -89,8 +101,8 @@ class ShardContext:
     ) -> Any:
         """Run handler ``name`` on the shard that owns ``guild_id``; its return value."""
         deadline = time.monotonic() + (timeout or self.request_timeout)
-        shard_id = self.shard_of(guild_id)
-        if shard_id in self.shard_ids:  # our own shard: no need to cross a process
+        shard_id = (guild_id >> 22) % self.shard_count  # shard_for_guild, inlined: a hot path
+        if shard_id in self._own_shards:  # our own shard: no need to cross a process
             outcome = await self.invoke(Invocation(name, shard_id, guild_id, payload), deadline)
             if not outcome.ok:
                 raise RequestError(outcome.code or "handler_failed", outcome.message)
@@ -133,29 +145,43 @@ class ShardContext:
         outcomes = msgspec.convert(answer, list[ShardOutcome])
         return {outcome.shard_id: outcome for outcome in outcomes}
 
-    async def invoke(self, invocation: Invocation, deadline: float) -> ShardOutcome:
-        """Run a handler here, within the deadline; never raises."""
+    async def invoke(self, invocation: Invocation, deadline: float | None = None) -> ShardOutcome:
+        """Run a handler here, within ``deadline`` if given; never raises but on cancellation.
+
+        Without a deadline the caller enforces one (the shard worker cancels overdue calls from
+        one timer instead of arming one per call).
+        """
         shard_id = invocation.shard_id
         handler = self._handlers.get(invocation.name)
         if handler is None:
             return ShardOutcome(
-                shard_id=shard_id,
-                ok=False,
-                code="no_handler",
-                message=f"no handler named {invocation.name!r} on worker {self.worker_id}",
+                shard_id=shard_id, ok=False, code="no_handler", message=self.no_handler(invocation)
             )
         try:
-            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                value = await handler(invocation)
+            if not handler.is_coroutine:
+                value = handler.function(invocation)
+            elif deadline is None:
+                value = await handler.function(invocation)
+            else:
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    value = await handler.function(invocation)
         except TimeoutError:
             return ShardOutcome(
                 shard_id=shard_id, ok=False, code="timeout", message="handler passed the deadline"
             )
         except Exception as error:
             return ShardOutcome(
-                shard_id=shard_id,
-                ok=False,
-                code="handler_failed",
-                message=f"{type(error).__name__}: {error}",
+                shard_id=shard_id, ok=False, code="handler_failed", message=describe_failure(error)
             )
         return ShardOutcome(shard_id=shard_id, ok=True, value=value)
+
+    def handler_for(self, name: str) -> Registered | None:
+        return self._handlers.get(name)
+
+    def no_handler(self, invocation: Invocation) -> str:
+        return f"no handler named {invocation.name!r} on worker {self.worker_id}"
+
+
+def describe_failure(error: Exception) -> str:
+    """A handler's exception, as the caller is told it."""
+    return f"{type(error).__name__}: {error}"

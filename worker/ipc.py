@@ -12,11 +12,19 @@ import itertools
 import logging
 import multiprocessing.connection
 import os
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
-from protocol import PROTOCOL_VERSION, AnyMessage, Connection, open_connection, socket_from_pipe
+from protocol import (
+    PROTOCOL_VERSION,
+    AnyMessage,
+    Connection,
+    ConnectionClosed,
+    Frame,
+    open_connection,
+    socket_from_pipe,
+)
+from protocol.deadlines import DeadlineWheel
 from protocol.messages import ErrorCode, Hello, Message, ReplyError, ReplyOk, Request, Role
 
 log = logging.getLogger("worker.ipc")
@@ -24,7 +32,8 @@ log = logging.getLogger("worker.ipc")
 NONCE_ORIGIN_SHIFT = 40
 HELLO_TIMEOUT = 10.0
 
-Dispatcher = Callable[[AnyMessage], Awaitable[None] | None]
+Dispatcher = Callable[[AnyMessage], None]
+ANSWERS = (ReplyOk, ReplyError)  # a tuple: ``A | B`` in isinstance builds a union per call
 
 
 def nonce_origin(nonce: int) -> int:
@@ -46,6 +55,9 @@ class MasterLink:
         self.connection = connection
         self._nonces = itertools.count((origin << NONCE_ORIGIN_SHIFT) + 1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._loop = asyncio.get_running_loop()  # once: each lookup costs a getpid() system call
+        # Our own deadlines too: the master answers at the deadline, but it may be gone.
+        self._deadlines = DeadlineWheel(self._expire)
 
     @classmethod
     async def open(
@@ -62,32 +74,50 @@ class MasterLink:
 
     async def call(self, request: Request) -> Any:
         """Send a request; its ``ReplyOk`` payload, or ``RequestFailed``."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[request.nonce] = future
+        nonce = request.nonce
+        future: asyncio.Future[Any] = self._loop.create_future()
+        self._pending[nonce] = future
+        self._deadlines.add(nonce, request.deadline)
         try:
-            await self.connection.send(request)
-            async with asyncio.timeout(max(0.0, request.deadline - time.monotonic())):
-                return await future
-        except TimeoutError:
-            raise RequestFailed("timeout", "no answer before the deadline") from None
+            if not self.connection.writable:
+                await self.connection.wait_writable()
+            self.connection.send_soon(request)
+            return await future
+        except ConnectionClosed as closed:
+            raise RequestFailed(
+                "target_down", f"the link to the master is closed: {closed}"
+            ) from None
         finally:
-            self._pending.pop(request.nonce, None)
+            self._deadlines.discard(nonce)
+            self._pending.pop(nonce, None)
 
-    def send_nowait(self, message: Message) -> None:
+    def send(self, message: Message) -> None:
+        """Queue a message for the master (written with the rest of this loop turn's)."""
         if self.connection.is_open:
-            self.connection.send_batch_nowait([message])
+            self.connection.send_soon(message)
+
+    def _expire(self, nonce: int) -> None:
+        future = self._pending.get(nonce)
+        if future is not None and not future.done():
+            future.set_exception(RequestFailed("timeout", "no answer before the deadline"))
 
     async def serve(self, dispatch: Dispatcher) -> None:
-        """Read until the link ends: answers resolve their requests, the rest go to ``dispatch``."""
+        """Until the link ends: answers resolve their requests, the rest go to ``dispatch``.
+
+        Both happen in the read callback (no task wakes per batch), so ``dispatch`` must not
+        block; it starts tasks for anything that waits.
+        """
+
+        def receive(_: Connection, messages: list[AnyMessage], frames: list[Frame]) -> None:
+            for message in messages:
+                if isinstance(message, ANSWERS):
+                    self._answer(message)
+                else:
+                    dispatch(message)
+
+        self.connection.deliver_to(receive)
         try:
-            while True:
-                for message in await self.connection.recv_batch():
-                    if isinstance(message, ReplyOk | ReplyError):
-                        self._answer(message)
-                    else:
-                        outcome = dispatch(message)
-                        if outcome is not None:
-                            await outcome
+            await self.connection.wait_closed()
         finally:
             for future in self._pending.values():
                 if not future.done():

@@ -26,7 +26,8 @@ import hikari
 import psutil
 import uvloop
 
-from protocol import AnyMessage, shard_for_guild
+from protocol import AnyMessage, FrameTooLarge, shard_for_guild
+from protocol.deadlines import DeadlineWheel
 from protocol.messages import (
     CommandBroadcast,
     CommandExec,
@@ -39,7 +40,7 @@ from protocol.messages import (
     ShardReady,
     ShardState,
 )
-from worker.context import Invocation, ShardContext
+from worker.context import Handler, Invocation, ShardContext, describe_failure
 from worker.ipc import MasterLink
 from worker.lifetime import die_with_parent
 from worker.spec import WorkerSpec
@@ -87,9 +88,13 @@ class ShardWorker:
         self.stopping = asyncio.Event()
         self._process = psutil.Process()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._commands: dict[int, asyncio.Task[None]] = {}  # running COMMAND_EXECs by nonce
+        self._overdue: DeadlineWheel[int] = DeadlineWheel(self._cancel_overdue)
 
     async def run(self, pipe: multiprocessing.connection.Connection) -> int:
         spec = self.spec
+        # Kept: asyncio.get_running_loop() and asyncio.create_task() cost a getpid() system call.
+        self.loop = asyncio.get_running_loop()
         self.link = await MasterLink.open(pipe, "shard_worker", spec.worker_id)
         self.bot = hikari.GatewayBot(
             spec.token,
@@ -143,7 +148,7 @@ class ShardWorker:
             self.states[shard_id] = "ready"
             self.sessions[shard_id] = event.session_id
             guild_ids = [int(guild_id) for guild_id in event.unavailable_guilds]
-            self.link.send_nowait(
+            self.link.send(
                 ShardReady(shard_id=shard_id, session_id=event.session_id, guild_ids=guild_ids)
             )
 
@@ -157,7 +162,7 @@ class ShardWorker:
             if self.stopping.is_set():
                 return
             self.states[shard_id] = "resuming"
-            self.link.send_nowait(
+            self.link.send(
                 ShardDisconnect(
                     shard_ids=[shard_id], reason="gateway connection lost", resumable=True
                 )
@@ -181,9 +186,11 @@ class ShardWorker:
     def _dispatch(self, message: AnyMessage) -> None:
         if isinstance(message, Heartbeat):
             # Answered from the reader itself: a blocked event loop shows as missed acks.
-            self.link.send_nowait(self._health(message.nonce))
-        elif isinstance(message, CommandExec | CommandBroadcast):
-            task = asyncio.create_task(self._execute(message))
+            self.link.send(self._health(message.nonce))
+        elif isinstance(message, CommandExec):
+            self._start_command(message)
+        elif isinstance(message, CommandBroadcast):
+            task = self.loop.create_task(self._broadcast(message))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         elif isinstance(message, ShardDisconnect):
@@ -192,38 +199,68 @@ class ShardWorker:
         else:
             log.warning("unexpected %s from the master ignored", type(message).__name__)
 
-    async def _execute(self, request: CommandExec | CommandBroadcast) -> None:
-        if isinstance(request, CommandExec):
-            shard_id = shard_for_guild(request.guild_id, self.spec.shard_count)
-            if shard_id not in self.spec.shard_ids:
-                message = f"guild {request.guild_id} is on shard {shard_id}, not on this worker"
-                self.link.send_nowait(
-                    ReplyError(nonce=request.nonce, code="unknown_target", message=message)
-                )
-                return
-            invocation = Invocation(request.name, shard_id, request.guild_id, request.payload)
-            outcome = await self.ctx.invoke(invocation, request.deadline)
-            if outcome.ok:
-                reply: ReplyOk | ReplyError = ReplyOk(nonce=request.nonce, payload=outcome.value)
-            else:
-                code = outcome.code or "handler_failed"
-                reply = ReplyError(nonce=request.nonce, code=code, message=outcome.message)
+    def _start_command(self, request: CommandExec) -> None:
+        nonce = request.nonce
+        shard_id = shard_for_guild(request.guild_id, self.spec.shard_count)
+        invocation = Invocation(request.name, shard_id, request.guild_id, request.payload)
+        handler = self.ctx.handler_for(request.name)
+        if shard_id not in self.spec.shard_ids:
+            message = f"guild {request.guild_id} is on shard {shard_id}, not on this worker"
+            self._reply(ReplyError(nonce=nonce, code="unknown_target", message=message))
+        elif handler is None:
+            message = self.ctx.no_handler(invocation)
+            self._reply(ReplyError(nonce=nonce, code="no_handler", message=message))
+        elif not handler.is_coroutine:  # answered here and now, in the read callback
+            try:
+                self._reply(ReplyOk(nonce=nonce, payload=handler.function(invocation)))
+            except Exception as error:
+                message = describe_failure(error)
+                self._reply(ReplyError(nonce=nonce, code="handler_failed", message=message))
         else:
-            outcomes = await asyncio.gather(
-                *(
-                    self.ctx.invoke(
-                        Invocation(request.name, shard_id, None, request.payload), request.deadline
-                    )
-                    for shard_id in self.spec.shard_ids
-                )
-            )
-            reply = ReplyOk(nonce=request.nonce, payload=outcomes)
+            task = self.loop.create_task(self._execute(nonce, handler.function, invocation))
+            self._commands[nonce] = task
+            self._overdue.add(nonce, request.deadline)
+
+    async def _execute(self, nonce: int, handler: Handler, invocation: Invocation) -> None:
+        reply: ReplyOk | ReplyError
         try:
-            self.link.send_nowait(reply)
-        except (TypeError, ValueError) as error:  # the handler returned something not msgpack-able
-            self.link.send_nowait(
+            reply = ReplyOk(nonce=nonce, payload=await handler(invocation))
+        except asyncio.CancelledError:
+            if self.stopping.is_set():
+                raise
+            # Cancelled by the deadline wheel: the call is overdue.
+            self._commands[nonce].uncancel()
+            reply = ReplyError(nonce=nonce, code="timeout", message="handler passed the deadline")
+        except Exception as error:
+            reply = ReplyError(nonce=nonce, code="handler_failed", message=describe_failure(error))
+        finally:
+            self._overdue.discard(nonce)
+            self._commands.pop(nonce, None)
+        self._reply(reply)
+
+    def _cancel_overdue(self, nonce: int) -> None:
+        task = self._commands.get(nonce)
+        if task is not None:
+            task.cancel()
+
+    async def _broadcast(self, request: CommandBroadcast) -> None:
+        outcomes = await asyncio.gather(
+            *(
+                self.ctx.invoke(
+                    Invocation(request.name, shard_id, None, request.payload), request.deadline
+                )
+                for shard_id in self.spec.shard_ids
+            )
+        )
+        self._reply(ReplyOk(nonce=request.nonce, payload=outcomes))
+
+    def _reply(self, reply: ReplyOk | ReplyError) -> None:
+        try:
+            self.link.send(reply)
+        except (TypeError, ValueError, FrameTooLarge) as error:  # the result cannot go on the wire
+            self.link.send(
                 ReplyError(
-                    nonce=request.nonce,
+                    nonce=reply.nonce,
                     code="handler_failed",
                     message=f"the result cannot be sent: {error}",
                 )
