@@ -17,9 +17,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,lint]'
 	touch $(STAMP)
 
-# Until the sharder's master lands (issue 4), `run` serves the simulator with live traffic.
+# The sharder against its simulator: 8 shards on 4 workers, simulated users talking to the
+# reference bot. Ctrl-C stops it.
 run: install
-	$(BIN)/python -m simulator --guilds 100 --shards 4 --max-concurrency 4 --traffic-rate 20
+	$(BIN)/python -m sharder start --simulate --shards 8 --workers 4 --traffic-rate 20
 
 test: install
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) tests
@@ -27,6 +28,7 @@ test: install
 bench: install
 	$(BIN)/python scripts/bench_protocol.py
 	$(BIN)/python scripts/bench_simulator.py
+	$(BIN)/python scripts/bench_routing.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -163,9 +163,14 @@ class Connection(asyncio.Protocol):
         Many small messages sent from separate callbacks or tasks then cost one system call
         instead of one each. Like ``send_batch_nowait``, the caller must honour ``writable``.
         """
-        self._require_open()
-        self._encoder.encode_into(message, self._queued)
-        self._schedule_flush()
+        if self._error is not None or self._transport is None:
+            self._require_open()  # raises why
+        queued = self._queued
+        self._encoder.encode_into(message, queued)
+        if len(queued) >= FLUSH_THRESHOLD:
+            self._flush()
+        elif self._flush_handle is None:
+            self._flush_handle = self._loop.call_soon(self._flush)
 
     def forward_soon(self, frames: list[Frame]) -> None:
         """``forward_nowait``, coalesced like ``send_soon``."""

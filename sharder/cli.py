@@ -28,7 +28,7 @@ from rich.logging import RichHandler
 
 from sharder import config as config_module
 from sharder.config import Config, ConfigError
-from sharder.control import ControlError, ControlUnavailable, call_sync
+from sharder.control import ControlError, call_sync
 from sharder.display import status_table
 from sharder.status import SharderStatus
 
@@ -137,7 +137,8 @@ def start(args: argparse.Namespace, config: Config) -> int:
 
     show_status = not args.no_status
     console = Console(stderr=True)
-    if show_status and console.is_terminal:
+    live = show_status and console.is_terminal
+    if live:
         # Through rich, so that log lines scroll above the live status instead of over it.
         handler: logging.Handler = RichHandler(console=console, show_path=False)
         logging.basicConfig(
@@ -149,13 +150,17 @@ def start(args: argparse.Namespace, config: Config) -> int:
         )
     intents = intent_value(config.bot.intents)
     path = socket_path(args, config)
-    with contextlib.suppress(ControlUnavailable, TimeoutError, OSError):
+    with contextlib.suppress(ControlError, TimeoutError, OSError):
         call_sync(path, {"command": "status"}, 2.0)
         fail(f"a sharder is already running (control socket {path})")
     simulator = None
     if args.simulate:
         simulator = SimulatorChild(config.simulator, config.sharding.shards)
-        endpoints = simulator.start()
+        try:
+            endpoints = simulator.start()
+        except (OSError, RuntimeError, TimeoutError) as error:
+            print(f"sharder: the simulator did not start: {error}", file=sys.stderr)
+            return 1
         discord = Discord(endpoints.token, endpoints.rest_url, intents, simulated=True)
     else:
         token = config_module.token_from_environment(config)
@@ -166,7 +171,9 @@ def start(args: argparse.Namespace, config: Config) -> int:
                 "or run against the built-in simulator with `python -m sharder start --simulate`"
             )
         discord = Discord(token, config.discord.api_url, intents, simulated=False)
-    master = Master(Supervisor(config, discord), path, simulator, console if show_status else None)
+    # Workers write to the same terminal; under the live table only their warnings show.
+    supervisor = Supervisor(config, discord, worker_log_level="WARNING" if live else None)
+    master = Master(supervisor, path, simulator, console if show_status else None)
     try:
         return uvloop.run(master.run())
     except ControlError as error:  # the control socket cannot be served (already running, bad path)

@@ -71,9 +71,12 @@ class Discord:
 
 
 class Supervisor:
-    def __init__(self, config: Config, discord: Discord) -> None:
+    def __init__(
+        self, config: Config, discord: Discord, worker_log_level: str | None = None
+    ) -> None:
         self.config = config
         self.discord = discord
+        self.worker_log_level = worker_log_level or config.log_level
         sharding = config.sharding
         self.table = RoutingTable.contiguous(sharding.shards, sharding.workers)
         backoff = config.supervisor.restart_backoff
@@ -249,7 +252,7 @@ class Supervisor:
             intents=self.discord.intents,
             master_pid=os.getpid(),
             request_timeout=self.config.supervisor.request_timeout,
-            log_level=self.config.log_level,
+            log_level=self.worker_log_level,
         )
         parent_end, child_end = SPAWN.Pipe(duplex=True)
         process = SPAWN.Process(

@@ -22,6 +22,7 @@ from protocol import (
     VersionMismatch,
     open_connection,
 )
+from protocol.connection import FLUSH_THRESHOLD
 from protocol.messages import CommandExec, Hello, ReplyOk
 
 ENCODER = FrameEncoder()
@@ -212,3 +213,29 @@ async def test_router_mode_forwards_frames_unchanged() -> None:
     async with asyncio.timeout(2):
         forwarded = [await right_worker.recv() for _ in range(50)]
     assert forwarded == routed == [command(n) for n in range(50)]
+
+
+async def test_messages_sent_soon_arrive_in_order_and_bursts_are_flushed_early() -> None:
+    master, worker = await pair()
+    count = FLUSH_THRESHOLD * 3
+    for n in range(count):
+        master.send_soon(command(n))
+        # Never more than a threshold's worth waits for the end of the turn.
+        assert len(master._queued) < FLUSH_THRESHOLD
+    master.forward_soon([ENCODER.encode(command(count))])
+    received: list[object] = []
+    async with asyncio.timeout(2):
+        while len(received) < count + 1:
+            received.extend(await worker.recv_batch())
+    assert received == [command(n) for n in range(count + 1)]
+    assert master._queued == []
+
+
+async def test_send_soon_on_a_closed_connection_raises_and_close_flushes_what_was_queued() -> None:
+    master, worker = await pair()
+    master.send_soon(command(1))
+    master.close()  # the queued frame goes out before the connection ends
+    async with asyncio.timeout(2):
+        assert await worker.recv() == command(1)
+    with pytest.raises(ConnectionClosed):
+        master.send_soon(command(2))

@@ -65,6 +65,11 @@ async def test_request_and_broadcast_cross_workers_with_deadlines_and_a_killed_t
         assert echoed.startswith("ok ") and f'"pid": {far_worker["pid"]}' in echoed
         assert '"shard_id": 7' in echoed and '"payload": "hello"' in echoed
 
+        plain = await sharder.ask(f"!call {far} echo_plain hi", home)
+        assert plain.startswith("ok ") and f'"pid": {far_worker["pid"]}' in plain
+        plain_failure = await sharder.ask(f"!call {far} fail_plain", home)
+        assert plain_failure.startswith("error handler_failed ValueError: plain failure on shard 7")
+
         assert (await sharder.ask(f"!call {far} sleep 3 0.5", home)).startswith("error timeout")
         assert (await sharder.ask(f"!call {far} nothing", home)).startswith("error no_handler")
         failed = await sharder.ask(f"!call {far} fail", home)

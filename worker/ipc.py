@@ -8,6 +8,7 @@ most until its deadline, whether or not the master answers: a child never hangs 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import multiprocessing.connection
@@ -92,8 +93,9 @@ class MasterLink:
             self._pending.pop(nonce, None)
 
     def send(self, message: Message) -> None:
-        """Queue a message for the master (written with the rest of this loop turn's)."""
-        if self.connection.is_open:
+        """Queue a message for the master (written with the rest of this loop turn's); dropped
+        if the link is closed, which ends this process anyway."""
+        with contextlib.suppress(ConnectionClosed):
             self.connection.send_soon(message)
 
     def _expire(self, nonce: int) -> None:

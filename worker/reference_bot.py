@@ -18,8 +18,9 @@ from worker.context import Invocation, RequestError, ShardContext
 
 
 def setup(bot: hikari.GatewayBot, ctx: ShardContext) -> None:
+    # Plain functions: they answer from the cache, at once, without a task of their own.
     @ctx.handler("stats")
-    async def shard_stats(call: Invocation) -> dict[str, Any]:
+    def shard_stats(call: Invocation) -> dict[str, Any]:
         guilds = [
             guild
             for guild in bot.cache.get_guilds_view().values()
@@ -32,7 +33,7 @@ def setup(bot: hikari.GatewayBot, ctx: ShardContext) -> None:
         }
 
     @ctx.handler("where")
-    async def where(call: Invocation) -> dict[str, Any]:
+    def where(call: Invocation) -> dict[str, Any]:
         guild = bot.cache.get_guild(call.guild_id) if call.guild_id is not None else None
         return {
             "shard_id": call.shard_id,

@@ -26,6 +26,14 @@ def setup(bot: hikari.GatewayBot, ctx: ShardContext) -> None:
     async def echo(call: Invocation) -> dict[str, Any]:
         return {"shard_id": call.shard_id, "pid": os.getpid(), "payload": call.payload}
 
+    @ctx.handler("echo_plain")
+    def echo_plain(call: Invocation) -> dict[str, Any]:
+        return {"shard_id": call.shard_id, "pid": os.getpid(), "payload": call.payload}
+
+    @ctx.handler("fail_plain")
+    def fail_plain(call: Invocation) -> None:
+        raise ValueError(f"plain failure on shard {call.shard_id}")
+
     @ctx.handler("sleep")
     async def sleep(call: Invocation) -> float:
         await asyncio.sleep(float(call.payload))
