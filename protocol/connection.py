@@ -37,7 +37,7 @@ Receiver = Callable[["Connection", list[AnyMessage], list[Frame]], None]
 # queued (a forwarded frame is one, a sent one two: header and body): the peer starts on the
 # first part of a burst while this side still produces the rest, so the processes of a
 # pipeline work at the same time instead of taking turns.
-FLUSH_THRESHOLD = 24
+FLUSH_THRESHOLD = 32
 
 
 class Connection(asyncio.Protocol):

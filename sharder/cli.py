@@ -161,7 +161,14 @@ def start(args: argparse.Namespace, config: Config) -> int:
         except (OSError, RuntimeError, TimeoutError) as error:
             print(f"sharder: the simulator did not start: {error}", file=sys.stderr)
             return 1
-        discord = Discord(endpoints.token, endpoints.rest_url, intents, simulated=True)
+        discord = Discord(
+            endpoints.token,
+            endpoints.rest_url,
+            intents,
+            simulated=True,
+            identify_window=config.simulator.identify_window,
+            session_period=config.simulator.session_start_reset,
+        )
     else:
         token = config_module.token_from_environment(config)
         if token is None:
@@ -170,7 +177,14 @@ def start(args: argparse.Namespace, config: Config) -> int:
                 "(or name another with [bot].token_env in the config), "
                 "or run against the built-in simulator with `python -m sharder start --simulate`"
             )
-        discord = Discord(token, config.discord.api_url, intents, simulated=False)
+        discord = Discord(
+            token,
+            config.discord.api_url,
+            intents,
+            simulated=False,
+            identify_window=config_module.DISCORD_IDENTIFY_WINDOW,
+            session_period=config_module.DISCORD_SESSION_PERIOD,
+        )
     # Workers write to the same terminal; under the live table only their warnings show.
     supervisor = Supervisor(config, discord, worker_log_level="WARNING" if live else None)
     master = Master(supervisor, path, simulator, console if show_status else None)

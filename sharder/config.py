@@ -20,6 +20,8 @@ Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 
 DEFAULT_API_URL = "https://discord.com/api/v10"
 DEFAULT_ENTRY_POINT = "worker.reference_bot:setup"
+DISCORD_IDENTIFY_WINDOW = 5.0
+DISCORD_SESSION_PERIOD = 86_400.0
 
 
 class ConfigError(Exception):
@@ -66,6 +68,10 @@ class SimulatorSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
 
     guilds: Annotated[int, msgspec.Meta(ge=0)] = 200
     max_concurrency: Count = 16
+    identify_window: Positive = 5.0  # Discord's; tests shrink it
+    session_start_limit: Count = 1000
+    session_start_reset: Positive = 86_400.0
+    strict: bool = False  # the simulator also closes identify offenders
     traffic_rate: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     seed: int = 1
 

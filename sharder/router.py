@@ -27,6 +27,7 @@ from protocol.messages import (
     CommandExec,
     ErrorCode,
     HeartbeatAck,
+    IdentifyRequest,
     Message,
     ReplyError,
     ReplyOk,
@@ -49,6 +50,7 @@ class WorkerReports(Protocol):
     def on_heartbeat_ack(self, handle: WorkerHandle, ack: HeartbeatAck) -> None: ...
     def on_shard_ready(self, handle: WorkerHandle, ready: ShardReady) -> None: ...
     def on_shard_disconnect(self, handle: WorkerHandle, disconnect: ShardDisconnect) -> None: ...
+    def on_identify_request(self, handle: WorkerHandle, request: IdentifyRequest) -> None: ...
 
 
 @dataclass(slots=True)
@@ -117,6 +119,8 @@ class Router:
             self.reports.on_shard_ready(handle, message)
         elif isinstance(message, ShardDisconnect):
             self.reports.on_shard_disconnect(handle, message)
+        elif isinstance(message, IdentifyRequest):
+            self.reports.on_identify_request(handle, message)
         else:
             kind = type(message).__struct_config__.tag
             log.warning("worker %d sent %s, which the master does not take", handle.id, kind)

@@ -27,6 +27,10 @@ class SimulatorChild:
             "--max-concurrency", str(section.max_concurrency),
             "--seed", str(section.seed),
             "--traffic-rate", str(section.traffic_rate),
+            "--identify-window", str(section.identify_window),
+            "--session-start-limit", str(section.session_start_limit),
+            "--session-start-reset", str(section.session_start_reset),
+            *(["--strict"] if section.strict else []),
         ]  # fmt: skip
         self.process: subprocess.Popen[bytes] | None = None
         self.endpoints: SimulatorEndpoints | None = None

@@ -40,6 +40,7 @@ class ShardStatus(msgspec.Struct, kw_only=True):
     state: ShardState
     guilds: int
     latency_ms: float | None
+    identify_queue: int | None = None  # IDENTIFYs of its bucket before its own, while waiting
 
 
 class SharderStatus(msgspec.Struct, kw_only=True):

@@ -38,12 +38,16 @@ from protocol.messages import (
     Heartbeat,
     HeartbeatAck,
     Hello,
+    IdentifyGrant,
+    IdentifyRequest,
     ShardDisconnect,
     ShardHealth,
     ShardReady,
     ShardState,
 )
+from sharder import gateway_info
 from sharder.config import Config
+from sharder.identify import IdentifyGate
 from sharder.router import Router
 from sharder.status import SharderStatus
 from sharder.workers import WorkerHandle
@@ -68,6 +72,8 @@ class Discord:
     api_url: str
     intents: int
     simulated: bool
+    identify_window: float  # Discord's is 5 s; the simulator's may be shorter
+    session_period: float  # Discord's session budget refills daily; the simulator's may sooner
 
 
 class Supervisor:
@@ -96,6 +102,7 @@ class Supervisor:
         self._exited: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.router: Router
+        self.gate: IdentifyGate | None = None  # made once Discord said its limits
         # Called once per loop pass, e.g. to restart a supervised simulator.
         self.on_tick: Callable[[], None] = lambda: None
 
@@ -104,6 +111,21 @@ class Supervisor:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         self.router = Router(self.table, self.workers, self)
+        try:
+            max_concurrency, budget = await gateway_info.fetch(
+                self.discord.api_url, self.discord.token, self.discord.session_period
+            )
+        except gateway_info.GatewayUnavailable as error:
+            log.error("cannot start: %s", error)
+            return 1
+        self.gate = IdentifyGate(max_concurrency, self.discord.identify_window, budget)
+        log.info(
+            "identify gate: %d buckets, %.1f s window, %d of %d sessions left",
+            max_concurrency,
+            self.discord.identify_window,
+            budget.remaining,
+            budget.total,
+        )
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self._on_signal, signum)
         try:
@@ -330,6 +352,9 @@ class Supervisor:
             handle.connection.close()
         handle.forget_process()
         self.router.worker_down(handle.id)
+        for shard_id in handle.shard_ids:
+            if self.gate is not None:
+                self.gate.forget(shard_id)
         if self.state == "stopping" or self._stop_requested:
             handle.state = "stopped"
             return
@@ -425,6 +450,19 @@ class Supervisor:
             handle.set_shard_state(shard_id, health)
         self.wake()
 
+    def on_identify_request(self, handle: WorkerHandle, request: IdentifyRequest) -> None:
+        connection = handle.connection
+        shard_id = request.shard_id
+        if shard_id not in handle.shard_ids or connection is None or self.gate is None:
+            log.warning("worker %d asked to identify shard %d, not its own", handle.id, shard_id)
+            return
+
+        def grant() -> None:
+            if connection.is_open:
+                connection.send_soon(IdentifyGrant(nonce=request.nonce, shard_id=shard_id))
+
+        self.gate.request(shard_id, grant)
+
     # -- status ----------------------------------------------------------------------------------
 
     def status(self) -> SharderStatus:
@@ -433,6 +471,9 @@ class Supervisor:
             (shard for handle in self.workers.values() for shard in handle.shard_statuses()),
             key=lambda shard: shard.id,
         )
+        if self.gate is not None:
+            for shard in shards:
+                shard.identify_queue = self.gate.position(shard.id)
         return SharderStatus(
             pid=os.getpid(),
             uptime_s=round(time.monotonic() - self.started_at, 1),

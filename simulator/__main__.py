@@ -34,6 +34,7 @@ FLAGS: dict[str, tuple[str, type, str]] = {
     "--shards": ("shards", int, "shard count GET /gateway/bot recommends"),
     "--max-concurrency": ("max_concurrency", int, "identify buckets"),
     "--session-start-limit": ("session_start_total", int, "sessions a bot may start per day"),
+    "--session-start-reset": ("session_start_reset", float, "seconds until the budget refills"),
     "--identify-window": ("identify_window", float, "seconds between IDENTIFYs per bucket"),
     "--heartbeat-interval": ("heartbeat_interval", float, "seconds between heartbeats"),
     "--resume-window": ("resume_window", float, "seconds a dropped session stays resumable"),

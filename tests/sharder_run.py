@@ -51,6 +51,7 @@ shutdown_timeout = 8.0
 request_timeout = 5.0
 [simulator]
 guilds = {guilds}
+{simulator}
 """
 
 
@@ -157,14 +158,15 @@ async def running_sharder(
     workers: int = 4,
     guilds: int = 64,
     entry_point: str = "tests.bots.probe:setup",
-    config: str = "",
+    simulator: str = "",
 ) -> AsyncIterator[RunningSharder]:
+    """``simulator``: more keys of the config's ``[simulator]`` table, as TOML lines."""
     directory = Path(tempfile.mkdtemp(prefix="sharder-", dir="/tmp"))  # short: socket paths
     config_path = directory / "sharder.toml"
     text = TEST_CONFIG.format(
-        entry_point=entry_point, shards=shards, workers=workers, guilds=guilds
+        entry_point=entry_point, shards=shards, workers=workers, guilds=guilds, simulator=simulator
     )
-    config_path.write_text(text + config)
+    config_path.write_text(text)
     running = launch(directory, config_path, flags)
     try:
         yield running

@@ -26,7 +26,16 @@ from protocol import (
     socket_from_pipe,
 )
 from protocol.deadlines import DeadlineWheel
-from protocol.messages import ErrorCode, Hello, Message, ReplyError, ReplyOk, Request, Role
+from protocol.messages import (
+    ErrorCode,
+    Hello,
+    IdentifyGrant,
+    Message,
+    ReplyError,
+    ReplyOk,
+    Request,
+    Role,
+)
 
 log = logging.getLogger("worker.ipc")
 
@@ -34,7 +43,8 @@ NONCE_ORIGIN_SHIFT = 40
 HELLO_TIMEOUT = 10.0
 
 Dispatcher = Callable[[AnyMessage], None]
-ANSWERS = (ReplyOk, ReplyError)  # a tuple: ``A | B`` in isinstance builds a union per call
+# Answers to our requests; a tuple, as ``A | B`` in isinstance builds a union per call.
+ANSWERS = (ReplyOk, ReplyError, IdentifyGrant)
 
 
 def nonce_origin(nonce: int) -> int:
@@ -125,12 +135,14 @@ class MasterLink:
                 if not future.done():
                     future.set_exception(RequestFailed("target_down", "the master went away"))
 
-    def _answer(self, reply: ReplyOk | ReplyError) -> None:
+    def _answer(self, reply: ReplyOk | ReplyError | IdentifyGrant) -> None:
         future = self._pending.get(reply.nonce)
         if future is None or future.done():
             log.debug("late or unknown answer %d dropped", reply.nonce)
             return
         if isinstance(reply, ReplyOk):
             future.set_result(reply.payload)
+        elif isinstance(reply, IdentifyGrant):
+            future.set_result(None)
         else:
             future.set_exception(RequestFailed(reply.code, reply.message))

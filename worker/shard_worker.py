@@ -33,6 +33,7 @@ from protocol.messages import (
     CommandExec,
     Heartbeat,
     HeartbeatAck,
+    IdentifyRequest,
     ReplyError,
     ReplyOk,
     ShardDisconnect,
@@ -40,14 +41,16 @@ from protocol.messages import (
     ShardReady,
     ShardState,
 )
+from worker import identify_hook
 from worker.context import Handler, Invocation, ShardContext, describe_failure
-from worker.ipc import MasterLink
+from worker.ipc import MasterLink, RequestFailed
 from worker.lifetime import die_with_parent
 from worker.spec import WorkerSpec
 
 log = logging.getLogger("worker")
 
 LAG_PROBE_INTERVAL = 0.25
+IDENTIFY_WAIT = 600.0  # one ask's deadline; a longer queue (a spent budget) is asked again
 CLOSE_TIMEOUT = 5.0
 
 EntryPoint = Callable[[hikari.GatewayBot, ShardContext], Any]
@@ -113,13 +116,20 @@ class ShardWorker:
             request_timeout=spec.request_timeout,
         )
         self._listen()
+        identify_hook.install(self._wait_for_identify_grant)
         setup = load_entry_point(spec.entry_point)(self.bot, self.ctx)
         if inspect.isawaitable(setup):
             await setup
         serving = asyncio.create_task(self._serve())
         lag_probe = asyncio.create_task(self._probe_loop_lag())
         try:
-            await self.bot.start(shard_ids=list(spec.shard_ids), shard_count=spec.shard_count)
+            await self.bot.start(
+                shard_ids=list(spec.shard_ids),
+                shard_count=spec.shard_count,
+                # The master's identify gate keeps the budget for all workers; hikari would
+                # refuse to start at all where the gate makes shards wait for the reset.
+                ignore_session_start_limit=True,
+            )
             log.info("shards %s started", list(spec.shard_ids))
             await self.stopping.wait()
         finally:
@@ -173,6 +183,24 @@ class ShardWorker:
 
         # Every event, whatever its type: hikari hands subclasses to a base class's listeners.
         bot.subscribe(hikari.Event, counted)
+
+    async def _wait_for_identify_grant(self, shard_id: int) -> None:
+        """The identify hook: no IDENTIFY before the master's gate says so."""
+        self.states[shard_id] = "waiting_identify"
+        while True:
+            request = IdentifyRequest(
+                nonce=self.link.next_nonce(),
+                deadline=time.monotonic() + IDENTIFY_WAIT,
+                shard_id=shard_id,
+            )
+            try:
+                await self.link.call(request)
+                break
+            except RequestFailed as failure:
+                if failure.code != "timeout":
+                    raise
+                log.info("shard %d still waits for its turn to identify", shard_id)
+        self.states[shard_id] = "connecting"
 
     # -- what the master tells us ------------------------------------------------------------
 

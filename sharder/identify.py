@@ -1,0 +1,104 @@
+"""The identify gate: Discord's IDENTIFY rules, kept for every shard of every worker at once.
+
+A shard belongs to bucket ``shard_id % max_concurrency``; a bucket may IDENTIFY once per
+``window``; the whole bot may start ``total`` sessions per budget period. Workers ask before
+every IDENTIFY (the first and every re-identify); the gate answers in bucket order, all buckets
+in parallel, and holds everyone while the session budget is spent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+log = logging.getLogger("sharder.identify")
+
+Grant = Callable[[], None]
+# Added to the window and the budget period: the grant reaches the shard a pipe round trip
+# before its IDENTIFY reaches Discord, and that trip is not always the same length.
+WINDOW_MARGIN = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class SessionBudget:
+    total: int
+    remaining: int
+    reset_after: float  # seconds from now until ``remaining`` is ``total`` again (0: unused)
+    period: float  # length of a budget period: a day on Discord
+
+
+class IdentifyGate:
+    def __init__(self, max_concurrency: int, window: float, budget: SessionBudget) -> None:
+        self.max_concurrency = max_concurrency
+        self.window = window
+        self.total = budget.total
+        self.remaining = budget.remaining
+        self.period = budget.period
+        # An unused budget's period starts with its first use, as Discord's does.
+        self.budget_resets_at = time.monotonic() + budget.reset_after if budget.reset_after else 0.0
+        self.granted = 0
+        self._waiting: list[deque[tuple[int, Grant]]] = [deque() for _ in range(max_concurrency)]
+        self._next_at = [0.0] * max_concurrency
+        self._timers: list[asyncio.TimerHandle | None] = [None] * max_concurrency
+
+    def request(self, shard_id: int, grant: Grant) -> None:
+        """Call ``grant()`` once ``shard_id`` may IDENTIFY (at once if it may now)."""
+        bucket = shard_id % self.max_concurrency
+        self.forget(shard_id)  # a shard asks again after its worker restarted: one place only
+        self._waiting[bucket].append((shard_id, grant))
+        self._serve(bucket)
+
+    def forget(self, shard_id: int) -> None:
+        """Drop a waiting shard (its worker died)."""
+        waiting = self._waiting[shard_id % self.max_concurrency]
+        for entry in [entry for entry in waiting if entry[0] == shard_id]:
+            waiting.remove(entry)
+
+    def position(self, shard_id: int) -> int | None:
+        """How many IDENTIFYs of its bucket come before this shard's; None if not waiting."""
+        for index, (waiting_id, _) in enumerate(self._waiting[shard_id % self.max_concurrency]):
+            if waiting_id == shard_id:
+                return index
+        return None
+
+    @property
+    def budget_spent(self) -> bool:
+        self._refill()
+        return self.remaining <= 0
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        if now >= self.budget_resets_at:
+            if self.budget_resets_at:  # a period ended: the budget is whole again
+                self.remaining = self.total
+            self.budget_resets_at = now + self.period + WINDOW_MARGIN
+
+    def _serve(self, bucket: int) -> None:
+        waiting = self._waiting[bucket]
+        if not waiting or self._timers[bucket] is not None:
+            return
+        now = time.monotonic()
+        if self.budget_spent:
+            wait = self.budget_resets_at - now
+            log.warning("session start budget spent; the next IDENTIFY waits %.0f s", wait)
+        else:
+            wait = self._next_at[bucket] - now
+        if wait > 0:
+            loop = asyncio.get_running_loop()
+            self._timers[bucket] = loop.call_later(wait, self._wake, bucket)
+            return
+        shard_id, grant = waiting.popleft()
+        self._next_at[bucket] = now + self.window + WINDOW_MARGIN
+        self.remaining -= 1
+        self.granted += 1
+        log.info("shard %d may identify (bucket %d)", shard_id, bucket)
+        grant()
+        self._serve(bucket)
+
+    def _wake(self, bucket: int) -> None:
+        self._timers[bucket] = None
+        self._serve(bucket)

@@ -1,0 +1,98 @@
+"""The identify gate's rules, and the hook into hikari that every IDENTIFY passes through."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hikari.impl.shard import GatewayShardImpl
+
+from sharder.identify import WINDOW_MARGIN, IdentifyGate, SessionBudget
+from worker import identify_hook
+
+WINDOW = 0.1
+
+
+def stamp(granted: list[tuple[int, float]], shard_id: int) -> Callable[[], None]:
+    return lambda: granted.append((shard_id, time.monotonic()))
+
+
+def gate(max_concurrency: int = 2, total: int = 100, remaining: int = 100) -> IdentifyGate:
+    return IdentifyGate(max_concurrency, WINDOW, SessionBudget(total, remaining, 0.0, 0.4))
+
+
+async def test_one_identify_per_bucket_per_window_and_buckets_in_parallel() -> None:
+    identify_gate = gate()
+    granted: list[tuple[int, float]] = []
+    for shard_id in range(6):  # buckets 0 and 1, three shards each
+        identify_gate.request(shard_id, stamp(granted, shard_id))
+    assert [shard for shard, _ in granted] == [0, 1]  # one per bucket at once
+    assert identify_gate.position(2) == 0 and identify_gate.position(4) == 1
+    await asyncio.sleep(3 * (WINDOW + WINDOW_MARGIN))
+    assert sorted(shard for shard, _ in granted) == list(range(6))
+    for bucket in (0, 1):
+        times = [at for shard, at in granted if shard % 2 == bucket]
+        gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+        assert all(gap >= WINDOW for gap in gaps), gaps
+
+
+async def test_a_spent_budget_holds_every_bucket_until_the_period_ends() -> None:
+    identify_gate = gate(total=2, remaining=2)
+    granted: list[int] = []
+    for shard_id in range(4):
+        identify_gate.request(shard_id, functools.partial(granted.append, shard_id))
+    await asyncio.sleep(0.25)
+    assert sorted(granted) == [0, 1] and identify_gate.budget_spent
+    await asyncio.sleep(0.35)  # the 0.4 s period ends
+    assert sorted(granted) == [0, 1, 2, 3]
+
+
+async def test_a_forgotten_or_repeated_request_waits_in_one_place_only() -> None:
+    identify_gate = gate(max_concurrency=1)
+    granted: list[str] = []
+    identify_gate.request(0, lambda: granted.append("first"))
+    identify_gate.request(1, lambda: granted.append("dead worker"))
+    identify_gate.request(2, lambda: granted.append("asked once"))
+    identify_gate.request(2, lambda: granted.append("asked again"))
+    identify_gate.forget(1)
+    await asyncio.sleep(3 * (WINDOW + WINDOW_MARGIN))
+    assert granted == ["first", "asked again"]
+
+
+def test_the_hook_matches_the_installed_hikari() -> None:
+    identify_hook.check_hikari()  # fails when a hikari upgrade moves what the hook needs
+
+
+def test_the_hook_refuses_a_hikari_whose_send_changed(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def moved(self: Any, payload: Any) -> None: ...
+
+    monkeypatch.setattr(GatewayShardImpl, "_send_json", moved)
+    with pytest.raises(identify_hook.UnsupportedHikari, match="_send_json"):
+        identify_hook.check_hikari()
+
+
+async def test_the_hook_gates_identify_and_nothing_else(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[dict[str, Any]] = []
+    asked: list[int] = []
+
+    async def original(self: Any, data: dict[str, Any], *, priority: bool = False) -> None:
+        sent.append(data)
+
+    async def acquire(shard_id: int) -> None:
+        asked.append(shard_id)
+
+    monkeypatch.setattr(GatewayShardImpl, "_send_json", original)
+    monkeypatch.setattr(identify_hook, "check_hikari", lambda: None)
+    identify_hook.install(acquire)
+    shard = GatewayShardImpl.__new__(GatewayShardImpl)
+    shard._shard_id = 7
+    await shard._send_json({"op": 1, "d": None})
+    await shard._send_json({"op": 2, "d": {}})
+    assert asked == [7] and [payload["op"] for payload in sent] == [1, 2]
+    with pytest.raises(RuntimeError, match="already installed"):
+        identify_hook.install(acquire)
