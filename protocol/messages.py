@@ -128,11 +128,13 @@ class IdentifyGrant(Message, tag="IDENTIFY_GRANT"):
 
 
 class ShardReady(Message, tag="SHARD_READY"):
-    """Worker -> master: a shard is serving these guilds."""
+    """Worker -> master: a shard is serving these guilds, in a session resumable from ``seq``."""
 
     shard_id: ShardId
     session_id: str
     guild_ids: list[Snowflake] = []
+    seq: int | None = None
+    resume_url: str | None = None
 
 
 class ShardDisconnect(Message, tag="SHARD_DISCONNECT"):

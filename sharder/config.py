@@ -57,6 +57,10 @@ class SupervisorSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     crash_loop_window: Positive = 60.0
     shutdown_timeout: Positive = 10.0  # graceful stop, then SIGKILL
     request_timeout: Positive = 5.0  # default deadline of ctx.request / ctx.broadcast
+    resume_sessions: bool = True  # a restarted worker's shards RESUME instead of IDENTIFYing
+    # A handed-over session resumes from where it stood this long before: events received but
+    # not yet handled when the process died are replayed rather than lost.
+    replay_margin: Annotated[float, msgspec.Meta(ge=0, le=25)] = 2.0
 
 
 class ControlSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -72,6 +76,8 @@ class SimulatorSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     session_start_limit: Count = 1000
     session_start_reset: Positive = 86_400.0
     strict: bool = False  # the simulator also closes identify offenders
+    rest_route_limit: Count = 5  # requests per route bucket per window (Discord's for messages)
+    rest_route_window: Positive = 5.0
     traffic_rate: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     seed: int = 1
 

@@ -30,6 +30,8 @@ class SimulatorChild:
             "--identify-window", str(section.identify_window),
             "--session-start-limit", str(section.session_start_limit),
             "--session-start-reset", str(section.session_start_reset),
+            "--rest-route-limit", str(section.rest_route_limit),
+            "--rest-route-window", str(section.rest_route_window),
             *(["--strict"] if section.strict else []),
         ]  # fmt: skip
         self.process: subprocess.Popen[bytes] | None = None

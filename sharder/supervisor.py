@@ -62,6 +62,7 @@ STOP_POLL = 0.05
 # A signal sent to a process group reaches the master twice at once; a second stop is a person
 # pressing Ctrl-C again, later than this.
 SIGNAL_DEBOUNCE = 0.5
+POISON_WINDOW = 10.0  # a process dying this soon after a handover drops the sessions
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,14 +204,21 @@ class Supervisor:
             self._spawn(handle)
             return f"worker {worker_id} started"
         handle.restart_requested = True
-        self._ask_to_stop(handle, "restart requested")
+        # The sessions go to the next process: the old one exits without ending them.
+        self._ask_to_stop(
+            handle, "restart requested", resumable=self.config.supervisor.resume_sessions
+        )
         return f"worker {worker_id} restarting"
 
-    def _ask_to_stop(self, handle: WorkerHandle, reason: str) -> None:
+    def _ask_to_stop(self, handle: WorkerHandle, reason: str, resumable: bool) -> None:
         """SHARD_DISCONNECT for all its shards; SIGKILL if it has not exited by the deadline."""
         if handle.connection is not None and handle.connection.is_open:
             handle.connection.send_batch_nowait(
-                [ShardDisconnect(shard_ids=list(handle.shard_ids), reason=reason)]
+                [
+                    ShardDisconnect(
+                        shard_ids=list(handle.shard_ids), reason=reason, resumable=resumable
+                    )
+                ]
             )
         process = handle.process
         if process is not None:
@@ -264,6 +272,12 @@ class Supervisor:
     # -- spawning and reaping ------------------------------------------------------------------
 
     def _spawn(self, handle: WorkerHandle) -> None:
+        sessions = (
+            handle.sessions_to_resume(self.config.supervisor.replay_margin)
+            if self.config.supervisor.resume_sessions
+            else {}
+        )
+        handle.spawned_with_sessions = bool(sessions)
         spec = WorkerSpec(
             worker_id=handle.id,
             shard_ids=tuple(handle.shard_ids),
@@ -275,6 +289,8 @@ class Supervisor:
             master_pid=os.getpid(),
             request_timeout=self.config.supervisor.request_timeout,
             log_level=self.worker_log_level,
+            sessions=sessions,
+            guild_counts=dict(handle.guild_counts),
         )
         parent_end, child_end = SPAWN.Pipe(duplex=True)
         process = SPAWN.Process(
@@ -365,6 +381,13 @@ class Supervisor:
             self._spawn(handle)
             return
         lived = now - handle.spawned_at
+        if handle.spawned_with_sessions and lived < POISON_WINDOW:
+            # Died right after taking the sessions over: what Discord replayed may be what
+            # killed it, and would again. The next process starts new sessions.
+            log.warning(
+                "worker %d died %.1f s after resuming; its next start identifies", handle.id, lived
+            )
+            handle.session_history.clear()
         if lived > self.config.supervisor.restart_backoff_max:
             handle.backoff = handle.first_backoff  # it ran a good while: not a loop
         recent = handle.count_exit(now, self.config.supervisor.crash_loop_window)
@@ -429,15 +452,16 @@ class Supervisor:
             handle.id,
             len(ready.guild_ids),
         )
-        handle.set_shard_state(
-            ready.shard_id,
-            ShardHealth(
-                shard_id=ready.shard_id,
-                state="ready",
-                guilds=len(ready.guild_ids),
-                session_id=ready.session_id,
-            ),
+        health = ShardHealth(
+            shard_id=ready.shard_id,
+            state="ready",
+            guilds=len(ready.guild_ids),
+            session_id=ready.session_id,
+            seq=ready.seq,
+            resume_url=ready.resume_url,
         )
+        handle.set_shard_state(ready.shard_id, health)
+        handle.remember_session(health)
         self.wake()
 
     def on_shard_disconnect(self, handle: WorkerHandle, disconnect: ShardDisconnect) -> None:

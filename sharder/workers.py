@@ -14,8 +14,10 @@ from multiprocessing.process import BaseProcess
 from protocol import Connection
 from protocol.messages import HeartbeatAck, ShardHealth
 from sharder.status import ShardStatus, WorkerState, WorkerStatus
+from worker.shard_hooks import Session
 
 SERVING_STATES: frozenset[WorkerState] = frozenset({"starting", "ready"})
+SESSION_HISTORY = 30.0  # seconds of reported sessions kept for a handover
 
 
 class WorkerHandle:
@@ -41,6 +43,11 @@ class WorkerHandle:
         }
         self.events_rate = 0.0
         self._last_events: tuple[float, int] | None = None
+        # What the shards need to RESUME, as reported over the last seconds; it outlives the
+        # process, so that the next one takes the sessions over.
+        self.session_history: dict[int, deque[tuple[float, Session]]] = {}
+        self.guild_counts: dict[int, int] = {}
+        self.spawned_with_sessions = False
 
     @property
     def pid(self) -> int | None:
@@ -74,6 +81,7 @@ class WorkerHandle:
         for shard in ack.shards:
             if shard.shard_id in self.shards:
                 self.shards[shard.shard_id] = shard
+                self.remember_session(shard)
         now = time.monotonic()
         if self._last_events is not None and now > self._last_events[0]:
             then, count = self._last_events
@@ -81,6 +89,37 @@ class WorkerHandle:
         self._last_events = (now, ack.events)
         if self.state == "starting" and self.all_shards_ready():
             self.state = "ready"
+
+    def remember_session(self, shard: ShardHealth) -> None:
+        if shard.session_id is not None and shard.seq is not None and shard.resume_url:
+            session = Session(shard.session_id, shard.seq, shard.resume_url)
+            history = self.session_history.setdefault(shard.shard_id, deque())
+            now = time.monotonic()
+            history.append((now, session))
+            while history and now - history[0][0] > SESSION_HISTORY:
+                history.popleft()
+        if shard.guilds:
+            self.guild_counts[shard.shard_id] = shard.guilds
+
+    def sessions_to_resume(self, margin: float) -> dict[int, Session]:
+        """Each shard's session as it stood ``margin`` seconds ago.
+
+        A shard reports the seq it has received, not what the bot has finished handling: events
+        received just before a crash may never have been handled. Resuming from a little
+        earlier replays them (and some that were handled: at least once, never lost).
+        """
+        cutoff = time.monotonic() - margin
+        sessions = {}
+        for shard_id, history in self.session_history.items():
+            if not history:
+                continue
+            latest_id = history[-1][1].session_id
+            same_session = [
+                (at, session) for at, session in history if session.session_id == latest_id
+            ]
+            older = [session for at, session in same_session if at <= cutoff]
+            sessions[shard_id] = older[-1] if older else same_session[0][1]
+        return sessions
 
     def set_shard_state(self, shard_id: int, health: ShardHealth) -> None:
         if shard_id in self.shards:

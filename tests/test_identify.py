@@ -13,7 +13,7 @@ import pytest
 from hikari.impl.shard import GatewayShardImpl
 
 from sharder.identify import WINDOW_MARGIN, IdentifyGate, SessionBudget
-from worker import identify_hook
+from worker import shard_hooks
 
 WINDOW = 0.1
 
@@ -65,15 +65,15 @@ async def test_a_forgotten_or_repeated_request_waits_in_one_place_only() -> None
 
 
 def test_the_hook_matches_the_installed_hikari() -> None:
-    identify_hook.check_hikari()  # fails when a hikari upgrade moves what the hook needs
+    shard_hooks.check_hikari()  # fails when a hikari upgrade moves what the hook needs
 
 
 def test_the_hook_refuses_a_hikari_whose_send_changed(monkeypatch: pytest.MonkeyPatch) -> None:
     async def moved(self: Any, payload: Any) -> None: ...
 
     monkeypatch.setattr(GatewayShardImpl, "_send_json", moved)
-    with pytest.raises(identify_hook.UnsupportedHikari, match="_send_json"):
-        identify_hook.check_hikari()
+    with pytest.raises(shard_hooks.UnsupportedHikari, match="_send_json"):
+        shard_hooks.check_hikari()
 
 
 async def test_the_hook_gates_identify_and_nothing_else(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -87,12 +87,12 @@ async def test_the_hook_gates_identify_and_nothing_else(monkeypatch: pytest.Monk
         asked.append(shard_id)
 
     monkeypatch.setattr(GatewayShardImpl, "_send_json", original)
-    monkeypatch.setattr(identify_hook, "check_hikari", lambda: None)
-    identify_hook.install(acquire)
+    monkeypatch.setattr(shard_hooks, "check_hikari", lambda: None)
+    shard_hooks.install(acquire)
     shard = GatewayShardImpl.__new__(GatewayShardImpl)
     shard._shard_id = 7
     await shard._send_json({"op": 1, "d": None})
     await shard._send_json({"op": 2, "d": {}})
     assert asked == [7] and [payload["op"] for payload in sent] == [1, 2]
     with pytest.raises(RuntimeError, match="already installed"):
-        identify_hook.install(acquire)
+        shard_hooks.install(acquire)

@@ -78,6 +78,9 @@ class ShardContext:
         self._link = link
         self._handlers: dict[str, Registered] = {}
         self._own_shards = frozenset(shard_ids)
+        # Shards resuming a session handed over from another process, until RESUMED: events
+        # they deliver meanwhile are Discord's replay and may have been seen before.
+        self.replaying: set[int] = set()
 
     def handler(self, name: str) -> Callable[[H], H]:
         """Register the decorated coroutine function as the handler called ``name``."""
@@ -92,6 +95,10 @@ class ShardContext:
         if name in self._handlers:
             raise ValueError(f"a handler named {name!r} is already registered")
         self._handlers[name] = Registered(function, inspect.iscoroutinefunction(function))
+
+    def in_replay(self, shard_id: int) -> bool:
+        """Whether events of this shard may be replays (at-least-once after a handover)."""
+        return shard_id in self.replaying
 
     def shard_of(self, guild_id: int) -> int:
         return shard_for_guild(guild_id, self.shard_count)

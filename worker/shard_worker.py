@@ -9,12 +9,14 @@ says so (SHARD_DISCONNECT for all its shards) or the link ends.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import importlib
 import inspect
 import logging
 import math
 import multiprocessing.connection
+import os
 import signal
 import sys
 import time
@@ -25,6 +27,7 @@ from typing import Any
 import hikari
 import psutil
 import uvloop
+from hikari.impl.shard import GatewayShardImpl
 
 from protocol import AnyMessage, FrameTooLarge, shard_for_guild
 from protocol.deadlines import DeadlineWheel
@@ -41,7 +44,7 @@ from protocol.messages import (
     ShardReady,
     ShardState,
 )
-from worker import identify_hook
+from worker import shard_hooks
 from worker.context import Handler, Invocation, ShardContext, describe_failure
 from worker.ipc import MasterLink, RequestFailed
 from worker.lifetime import die_with_parent
@@ -69,6 +72,12 @@ def main(spec: WorkerSpec, pipe: multiprocessing.connection.Connection) -> None:
     sys.exit(uvloop.run(ShardWorker(spec).run(pipe)))
 
 
+def bot_user_id(token: str) -> int:
+    """The bot's user id: a token's first part is it, base64-encoded."""
+    first = token.split(".", 1)[0]
+    return int(base64.b64decode(first + "=" * (-len(first) % 4)))
+
+
 def load_entry_point(entry_point: str) -> EntryPoint:
     module_name, _, function_name = entry_point.partition(":")
     module = importlib.import_module(module_name)
@@ -85,7 +94,7 @@ class ShardWorker:
     def __init__(self, spec: WorkerSpec) -> None:
         self.spec = spec
         self.states: dict[int, ShardState] = dict.fromkeys(spec.shard_ids, "starting")
-        self.sessions: dict[int, str] = {}
+        self.guild_counts: dict[int, int] = dict(spec.guild_counts)
         self.events = 0
         self.loop_lag_ms = 0.0
         self.stopping = asyncio.Event()
@@ -116,7 +125,15 @@ class ShardWorker:
             request_timeout=spec.request_timeout,
         )
         self._listen()
-        identify_hook.install(self._wait_for_identify_grant)
+        shard_hooks.install(self._wait_for_identify_grant)
+        if spec.sessions:
+            log.info(
+                "resuming sessions: %s",
+                ", ".join(f"shard {i} from seq {s.seq}" for i, s in sorted(spec.sessions.items())),
+            )
+            shard_hooks.install_resume(
+                spec.sessions, bot_user_id(spec.token), self.ctx.replaying.add
+            )
         setup = load_entry_point(spec.entry_point)(self.bot, self.ctx)
         if inspect.isawaitable(setup):
             await setup
@@ -156,15 +173,23 @@ class ShardWorker:
         async def ready(event: hikari.ShardReadyEvent) -> None:
             shard_id = event.shard.id
             self.states[shard_id] = "ready"
-            self.sessions[shard_id] = event.session_id
             guild_ids = [int(guild_id) for guild_id in event.unavailable_guilds]
+            self.guild_counts[shard_id] = len(guild_ids)
+            # Resumable from READY on: a crash before the first heartbeat still hands it over.
             self.link.send(
-                ShardReady(shard_id=shard_id, session_id=event.session_id, guild_ids=guild_ids)
+                ShardReady(
+                    shard_id=shard_id,
+                    session_id=event.session_id,
+                    guild_ids=guild_ids,
+                    seq=1,
+                    resume_url=event.resume_gateway_url,
+                )
             )
 
         @bot.listen(hikari.ShardResumedEvent)
         async def resumed(event: hikari.ShardResumedEvent) -> None:
             self.states[event.shard.id] = "ready"
+            self.ctx.replaying.discard(event.shard.id)
 
         @bot.listen(hikari.ShardDisconnectedEvent)
         async def disconnected(event: hikari.ShardDisconnectedEvent) -> None:
@@ -183,6 +208,16 @@ class ShardWorker:
 
         # Every event, whatever its type: hikari hands subclasses to a base class's listeners.
         bot.subscribe(hikari.Event, counted)
+
+    def _hand_over(self) -> None:
+        """Leave the sessions to the next process: report the latest seqs, then vanish.
+
+        Closing the websockets would end the sessions (hikari closes with 1000); a process that
+        exits drops its connections without a close frame, and Discord keeps them resumable.
+        """
+        self.link.connection.send_batch_nowait([self._health(0)])
+        logging.shutdown()
+        os._exit(0)
 
     async def _wait_for_identify_grant(self, shard_id: int) -> None:
         """The identify hook: no IDENTIFY before the master's gate says so."""
@@ -223,6 +258,8 @@ class ShardWorker:
             task.add_done_callback(self._tasks.discard)
         elif isinstance(message, ShardDisconnect):
             log.info("master asks to disconnect shards %s: %s", message.shard_ids, message.reason)
+            if message.resumable:
+                self._hand_over()
             self.stopping.set()
         else:
             log.warning("unexpected %s from the master ignored", type(message).__name__)
@@ -306,13 +343,17 @@ class ShardWorker:
         for shard_id, state in self.states.items():
             shard = self.bot.shards.get(shard_id)
             latency = shard.heartbeat_latency if shard is not None else math.nan
+            session = shard_hooks.session_of(shard) if isinstance(shard, GatewayShardImpl) else None
             shards.append(
                 ShardHealth(
                     shard_id=shard_id,
                     state=state,
-                    guilds=guilds.get(shard_id, 0),
+                    # A resumed shard's cache holds only what came since; READY said the rest.
+                    guilds=max(guilds.get(shard_id, 0), self.guild_counts.get(shard_id, 0)),
                     latency_ms=None if math.isnan(latency) else round(latency * 1000, 2),
-                    session_id=self.sessions.get(shard_id),
+                    session_id=session.session_id if session else None,
+                    seq=session.seq if session else None,
+                    resume_url=session.resume_url if session else None,
                 )
             )
         return HeartbeatAck(

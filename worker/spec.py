@@ -5,7 +5,9 @@ Pickled once by ``multiprocessing`` (spawn) into the child; everything later goe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from worker.shard_hooks import Session
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,3 +22,6 @@ class WorkerSpec:
     master_pid: int  # the worker exits if this is no longer its parent
     request_timeout: float
     log_level: str
+    # Sessions of shards handed over from the worker's previous process: they RESUME.
+    sessions: dict[int, Session] = field(default_factory=dict)
+    guild_counts: dict[int, int] = field(default_factory=dict)  # of those shards, as last known
