@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Parallel test workers: the machine has 2 cores.
 TEST_WORKERS ?= 2
 
-.PHONY: install run test bench lint fmt clean
+.PHONY: install run test bench lint fmt clean service-install
 
 install: $(STAMP)
 
@@ -29,6 +29,7 @@ bench: install
 	$(BIN)/python scripts/bench_protocol.py
 	$(BIN)/python scripts/bench_simulator.py
 	$(BIN)/python scripts/bench_routing.py
+	$(BIN)/python scripts/bench_recovery.py
 
 lint: install
 	$(BIN)/ruff check .
@@ -38,6 +39,19 @@ lint: install
 fmt: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# As root: the unit (pointing at this checkout), a system user, and /etc/sharder with a config
+# and a token file to fill in. Existing files in /etc/sharder are kept.
+UNIT := /etc/systemd/system/sharder.service
+service-install: install
+	id -u sharder >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin sharder
+	install -d -m 0750 -g sharder /etc/sharder
+	test -e /etc/sharder/sharder.toml || sed 's|^socket = .*|socket = "/run/sharder/sharder.sock"|' sharder.example.toml > /etc/sharder/sharder.toml
+	test -e /etc/sharder/sharder.env || install -m 0600 /dev/null /etc/sharder/sharder.env
+	grep -q '^DISCORD_TOKEN=' /etc/sharder/sharder.env || echo 'DISCORD_TOKEN=' >> /etc/sharder/sharder.env
+	sed 's|@ROOT@|$(CURDIR)|g' scripts/sharder.service > $(UNIT)
+	systemctl daemon-reload
+	@echo "installed $(UNIT); put the token in /etc/sharder/sharder.env, then: systemctl enable --now sharder"
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -53,6 +53,8 @@ class SharderStatus(msgspec.Struct, kw_only=True):
     events_per_s: float
     workers: list[WorkerStatus]
     shards: list[ShardStatus]
+    workers_connected_s: float | None = None  # from start to every worker's hello
+    shards_ready_s: float | None = None  # from start to every shard ready
 
     @property
     def ready_shards(self) -> int:

@@ -50,6 +50,7 @@ from sharder.config import Config
 from sharder.identify import IdentifyGate
 from sharder.router import Router
 from sharder.status import SharderStatus
+from sharder.systemd import Notifier
 from sharder.workers import WorkerHandle
 from worker import shard_worker
 from worker.spec import WorkerSpec
@@ -106,6 +107,13 @@ class Supervisor:
         self.gate: IdentifyGate | None = None  # made once Discord said its limits
         # Called once per loop pass, e.g. to restart a supervised simulator.
         self.on_tick: Callable[[], None] = lambda: None
+        self.notifier = Notifier()
+        self._notified_ready = False
+        self._notified_status = ""
+        self._next_watchdog = 0.0
+        # Start-up, for the status: spawn to every worker's hello, and to every shard ready.
+        self.connected_after: float | None = None
+        self.ready_after: float | None = None
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -159,15 +167,42 @@ class Supervisor:
                 and now >= handle.restart_at
             ):
                 self._spawn(handle)
+        if self.connected_after is None and all(h.serving for h in self.workers.values()):
+            self.connected_after = now - self.started_at
         if self.state == "starting" and all(
             h.state in ("ready", "failed") for h in self.workers.values()
         ):
             self.state = "running"
-            log.info("all shards ready after %.1f s", now - self.started_at)
+            self.ready_after = now - self.started_at
+            log.info("all shards ready after %.1f s", self.ready_after)
+        if self.notifier.enabled:
+            self._notify(now)
         self.on_tick()
 
     def _until_next_heartbeat(self) -> float:
-        return max(0.0, self._next_heartbeat - time.monotonic())
+        wake_at = self._next_heartbeat
+        if self.notifier.watchdog_interval is not None:
+            wake_at = min(wake_at, self._next_watchdog)
+        return max(0.0, wake_at - time.monotonic())
+
+    def _notify(self, now: float) -> None:
+        """systemd: READY once every shard is, STATUS as it changes, WATCHDOG from this loop."""
+        status = self.status()
+        ready = status.ready_shards
+        line = (
+            f"{ready}/{status.shard_count} shards ready, "
+            f"{sum(w.state == 'ready' for w in status.workers)}/{len(status.workers)} workers ready"
+        )
+        if not self._notified_ready and ready == status.shard_count:
+            self._notified_ready = True
+            self.notifier.ready(line)
+        elif line != self._notified_status:
+            self.notifier.status(line)
+        self._notified_status = line
+        interval = self.notifier.watchdog_interval
+        if interval is not None and now >= self._next_watchdog:
+            self.notifier.watchdog()
+            self._next_watchdog = now + interval
 
     def wake(self) -> None:
         self._wake.set()
@@ -234,6 +269,7 @@ class Supervisor:
 
     async def _shutdown(self) -> None:
         self.state = "stopping"
+        self.notifier.stopping("stopping: disconnecting the shards")
         for handle in self.workers.values():
             if handle.process is not None:
                 handle.state = "stopping"
@@ -506,6 +542,8 @@ class Supervisor:
             api_url=self.discord.api_url,
             simulated=self.discord.simulated,
             events_per_s=round(sum(handle.events_rate for handle in self.workers.values()), 1),
+            workers_connected_s=self.connected_after,
+            shards_ready_s=self.ready_after,
             workers=workers,
             shards=shards,
         )

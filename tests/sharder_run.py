@@ -159,6 +159,7 @@ async def running_sharder(
     guilds: int = 64,
     entry_point: str = "tests.bots.probe:setup",
     simulator: str = "",
+    environment: dict[str, str] | None = None,
 ) -> AsyncIterator[RunningSharder]:
     """``simulator``: more keys of the config's ``[simulator]`` table, as TOML lines."""
     directory = Path(tempfile.mkdtemp(prefix="sharder-", dir="/tmp"))  # short: socket paths
@@ -167,7 +168,7 @@ async def running_sharder(
         entry_point=entry_point, shards=shards, workers=workers, guilds=guilds, simulator=simulator
     )
     config_path.write_text(text)
-    running = launch(directory, config_path, flags)
+    running = launch(directory, config_path, flags, environment or {})
     try:
         yield running
     except BaseException:
@@ -192,7 +193,9 @@ def run_cli(*arguments: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def launch(directory: Path, config_path: Path, flags: tuple[str, ...]) -> RunningSharder:
+def launch(
+    directory: Path, config_path: Path, flags: tuple[str, ...], environment: dict[str, str]
+) -> RunningSharder:
     log_path = directory / "sharder.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
@@ -202,7 +205,7 @@ def launch(directory: Path, config_path: Path, flags: tuple[str, ...]) -> Runnin
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+            env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT), **environment},
         )  # fmt: skip
     return RunningSharder(process, directory, log_path)
 

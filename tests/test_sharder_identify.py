@@ -4,6 +4,7 @@ every worker, first or forced again, keeps Discord's buckets and windows."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 
 from simulator.child import call_control
@@ -19,6 +20,15 @@ STRICT = f"max_concurrency = {MAX_CONCURRENCY}\nidentify_window = {WINDOW}\nstri
 async def test_sixteen_shards_on_four_workers_identify_without_a_violation() -> None:
     async with running_sharder(shards=SHARDS, workers=WORKERS, guilds=64, simulator=STRICT) as run:
         await run.wait_ready()
+        started = await run.wait_until(lambda s: s["shards_ready_s"] is not None)
+        # Four shards per bucket, one IDENTIFY per bucket per window: Discord's bound is four
+        # windows once the processes are up; the master times both from its own clock.
+        bound = math.ceil(SHARDS / MAX_CONCURRENCY) * WINDOW
+        connecting = started["shards_ready_s"] - started["workers_connected_s"]
+        assert connecting <= bound * 1.15, (
+            started["workers_connected_s"],
+            started["shards_ready_s"],
+        )
         sim = await run.simulator()
         stats = await call_control(sim.control_url, "GET", "/stats")
         assert stats["identifies"] == SHARDS

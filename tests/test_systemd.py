@@ -1,0 +1,120 @@
+"""The systemd notify protocol: unit tests of the notifier, and the master under a
+``NOTIFY_SOCKET`` the test owns (READY once every shard is, STATUS, WATCHDOG from the
+supervisor loop only, STOPPING)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sharder.systemd import Notifier
+from tests.sharder_run import running_sharder
+
+
+@pytest.fixture
+def notify_socket() -> Iterator[tuple[socket.socket, str]]:
+    directory = tempfile.mkdtemp(prefix="notify-", dir="/tmp")
+    path = str(Path(directory) / "notify.sock")
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(path)
+    receiver.setblocking(False)
+    try:
+        yield receiver, path
+    finally:
+        receiver.close()
+        os.unlink(path)
+        os.rmdir(directory)
+
+
+def drain(receiver: socket.socket) -> list[str]:
+    messages = []
+    while True:
+        try:
+            messages.append(receiver.recv(4096).decode())
+        except BlockingIOError:
+            return messages
+
+
+def test_without_notify_socket_every_call_is_a_quiet_no_op() -> None:
+    notifier = Notifier({})
+    assert not notifier.enabled and notifier.watchdog_interval is None
+    notifier.ready("x")
+    notifier.watchdog()
+    notifier.stopping("y")
+
+
+def test_messages_reach_the_socket(notify_socket: tuple[socket.socket, str]) -> None:
+    receiver, path = notify_socket
+    notifier = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "3000000"})
+    assert notifier.enabled and notifier.watchdog_interval == 1.5
+    notifier.ready("4/4 shards ready")
+    notifier.status("3/4 shards ready")
+    notifier.watchdog()
+    notifier.stopping("stopping")
+    notifier.close()
+    assert drain(receiver) == [
+        "READY=1\nSTATUS=4/4 shards ready",
+        "STATUS=3/4 shards ready",
+        "WATCHDOG=1",
+        "STOPPING=1\nSTATUS=stopping",
+    ]
+
+
+def test_an_abstract_socket_name_and_a_watchdog_meant_for_another_process() -> None:
+    name = f"sharder-test-{os.getpid()}-{time.monotonic_ns()}"
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind("\0" + name)
+    receiver.setblocking(False)
+    try:
+        notifier = Notifier(
+            {"NOTIFY_SOCKET": "@" + name, "WATCHDOG_USEC": "1000000", "WATCHDOG_PID": "1"}
+        )
+        assert notifier.watchdog_interval is None  # WATCHDOG_PID names another process
+        notifier.status("hello")
+        assert drain(receiver) == ["STATUS=hello"]
+    finally:
+        receiver.close()
+
+
+def test_a_vanished_socket_does_not_stop_the_notifier(tmp_path: Path) -> None:
+    notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "gone.sock")})
+    notifier.ready("x")  # logged, not raised
+
+
+async def test_the_master_reports_ready_status_watchdog_and_stopping(
+    notify_socket: tuple[socket.socket, str],
+) -> None:
+    receiver, path = notify_socket
+    environment = {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000"}  # a ping every 0.2 s
+    async with running_sharder(shards=4, workers=2, guilds=8, environment=environment) as run:
+        await run.wait_ready()
+        await asyncio.sleep(1.0)
+        seen = drain(receiver)
+        ready = [m for m in seen if m.startswith("READY=1")]
+        assert ready == ["READY=1\nSTATUS=4/4 shards ready, 2/2 workers ready"]
+        assert any(m.startswith("STATUS=0/4 shards ready") for m in seen)  # before READY
+        assert seen.index(ready[0]) > 0
+        assert seen.count("WATCHDOG=1") >= 3
+
+        # A blocked supervisor loop (here: the whole master stopped) sends no watchdog pings.
+        run.process.send_signal(signal.SIGSTOP)
+        try:
+            drain(receiver)
+            await asyncio.sleep(1.0)
+            assert drain(receiver) == []
+        finally:
+            run.process.send_signal(signal.SIGCONT)
+        await asyncio.sleep(0.6)
+        assert "WATCHDOG=1" in drain(receiver)
+
+        run.process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(run.process.wait, 20) == 0
+        assert any(m.startswith("STOPPING=1") for m in drain(receiver))
