@@ -134,6 +134,12 @@ def start(args: argparse.Namespace, config: Config) -> int:
     from sharder.master import Master
     from sharder.simulated import SimulatorChild
     from sharder.supervisor import Discord, Supervisor
+    from worker import shard_hooks
+
+    try:
+        shard_hooks.check_hikari()  # here, once, rather than in a crash loop of every worker
+    except shard_hooks.UnsupportedHikari as error:
+        fail(f"this hikari cannot be used: {error}")
 
     show_status = not args.no_status
     console = Console(stderr=True)
