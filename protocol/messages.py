@@ -190,7 +190,10 @@ class Broadcast(Message, tag="BROADCAST"):
 
 
 class StateUpdate(Request, tag="STATE_UPDATE"):
-    """Worker -> master: change shared state; acknowledged once durable."""
+    """Worker -> master: merge a change into shared state; acknowledged once durable.
+
+    ``changes["delta"]`` is the change as a merge state (``sharder.store.encode_state``).
+    """
 
     scope: StateScope
     changes: dict[str, Any]
@@ -198,12 +201,28 @@ class StateUpdate(Request, tag="STATE_UPDATE"):
     user_id: Snowflake = 0
 
 
+class StateSync(Request, tag="STATE_SYNC"):
+    """Worker -> master: send the shared state my shards hold; answered once all of it is sent."""
+
+
 class GuildSync(Message, tag="GUILD_SYNC"):
-    """Master -> worker: the full shared state of one guild, before it takes routed traffic."""
+    """Master -> worker: the full shared state of one guild, before it takes routed traffic.
+
+    ``state`` maps ``"scope:key"`` to ``[version, data]``.
+    """
 
     guild_id: Snowflake
     version: int
     state: dict[str, Any]
+
+
+class StateChanged(Message, tag="STATE_CHANGED"):
+    """Master -> worker: one key's merged state at ``version``, after a durable change."""
+
+    scope: StateScope
+    key: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    version: int
+    data: bytes
 
 
 class CacheInvalidate(Message, tag="CACHE_INVALIDATE"):
@@ -263,7 +282,9 @@ AnyMessage = (
     | CommandBroadcast
     | Broadcast
     | StateUpdate
+    | StateSync
     | GuildSync
+    | StateChanged
     | CacheInvalidate
     | MemberUpdate
     | UserUpdate

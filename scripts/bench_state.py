@@ -22,7 +22,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sharder.merge import CounterMap
+from protocol.merge import CounterMap
 from sharder.store import StateStore
 
 TARGET = 20_000

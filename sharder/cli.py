@@ -4,6 +4,7 @@
     python -m sharder status [--json]
     python -m sharder stop
     python -m sharder restart WORKER
+    python -m sharder state get|set SCOPE KEY [FIELD=VALUE ...]
 
 ``status``, ``stop`` and ``restart`` find the master through its control socket: ``--socket``,
 else ``[control].socket`` of ``--config``, else ``sharder.sock`` in the current directory.
@@ -33,6 +34,7 @@ from sharder.display import status_table
 from sharder.status import SharderStatus
 
 USAGE_ERROR = 2
+SCOPES = ("guild_config", "member_activity", "permissions", "user_data")
 CONTROL_TIMEOUT = 10.0
 
 
@@ -60,6 +62,7 @@ def parser() -> argparse.ArgumentParser:
         ("status", "show the running master's status"),
         ("stop", "stop the running master gracefully"),
         ("restart", "restart one worker of the running master"),
+        ("state", "read or change the bot's shared state"),
     ):
         command = commands.add_parser(name, help=help_text)
         command.add_argument("--config", type=Path, help="TOML file naming the control socket")
@@ -68,6 +71,13 @@ def parser() -> argparse.ArgumentParser:
             command.add_argument("--json", action="store_true", help="print JSON")
         if name == "restart":
             command.add_argument("worker", type=non_negative_int, help="worker id")
+        if name == "state":
+            command.add_argument("action", choices=("get", "set"))
+            command.add_argument("scope", choices=SCOPES)
+            command.add_argument("key", help="guild id, user id, or guild:user for member_activity")
+            command.add_argument(
+                "fields", nargs="*", metavar="FIELD=VALUE", help="with set: values as JSON or text"
+            )
     return root
 
 
@@ -215,6 +225,10 @@ def control(args: argparse.Namespace, config: Config) -> int:
     request: dict[str, Any] = {"command": args.command}
     if args.command == "restart":
         request["worker"] = args.worker
+    if args.command == "state":
+        request = {"command": f"state_{args.action}", "scope": args.scope, "key": args.key}
+        if args.action == "set":
+            request["fields"] = parse_fields(args.fields)
     path = socket_path(args, config)
     try:
         answer = call_sync(path, request, CONTROL_TIMEOUT)
@@ -229,6 +243,24 @@ def control(args: argparse.Namespace, config: Config) -> int:
             print(json.dumps(answer["status"], indent=2))
         else:
             Console().print(status_table(msgspec.convert(answer["status"], SharderStatus)))
+    elif args.command == "state":
+        print(json.dumps(answer.get("value") if args.action == "get" else answer))
     else:
         print(answer.get("message", "ok"))
     return 0
+
+
+def parse_fields(pairs: list[str]) -> dict[str, Any]:
+    """``name=value`` pairs; a value that is JSON is taken as such, anything else as text."""
+    if not pairs:
+        fail("state set needs at least one FIELD=VALUE")
+    fields: dict[str, Any] = {}
+    for pair in pairs:
+        name, equals, text = pair.partition("=")
+        if not equals or not name:
+            fail(f"not FIELD=VALUE: {pair!r}")
+        try:
+            fields[name] = json.loads(text)
+        except json.JSONDecodeError:
+            fields[name] = text
+    return fields

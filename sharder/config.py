@@ -63,6 +63,10 @@ class SupervisorSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     replay_margin: Annotated[float, msgspec.Meta(ge=0, le=25)] = 2.0
 
 
+class StateSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    path: Annotated[str, msgspec.Meta(min_length=1)] = "sharder-state.db"  # SQLite, WAL
+
+
 class ControlSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     socket: Annotated[str, msgspec.Meta(min_length=1)] = "sharder.sock"
 
@@ -88,6 +92,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     sharding: ShardingSection = msgspec.field(default_factory=ShardingSection)
     supervisor: SupervisorSection = msgspec.field(default_factory=SupervisorSection)
     control: ControlSection = msgspec.field(default_factory=ControlSection)
+    state: StateSection = msgspec.field(default_factory=StateSection)
     simulator: SimulatorSection = msgspec.field(default_factory=SimulatorSection)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

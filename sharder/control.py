@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from protocol.messages import StateScope
 from sharder.config import describe
 from sharder.status import SharderStatus
 
@@ -67,8 +68,19 @@ class RestartRequest(Request, tag="restart"):
     worker: int
 
 
-AnyRequest = StatusRequest | StopRequest | RestartRequest
-COMMANDS = ("status", "stop", "restart")
+class StateGetRequest(Request, tag="state_get"):
+    scope: StateScope
+    key: str
+
+
+class StateSetRequest(Request, tag="state_set"):
+    scope: StateScope
+    key: str
+    fields: dict[str, Any]
+
+
+AnyRequest = StatusRequest | StopRequest | RestartRequest | StateGetRequest | StateSetRequest
+COMMANDS = ("status", "stop", "restart", "state_get", "state_set")
 
 
 class BadRequest(Exception):
@@ -89,6 +101,10 @@ class ControlHandler(Protocol):
     async def stop(self) -> None: ...
 
     async def restart(self, worker_id: int) -> str: ...
+
+    def state_get(self, scope: StateScope, key: str) -> Any: ...
+
+    async def state_set(self, scope: StateScope, key: str, fields: dict[str, Any]) -> int: ...
 
 
 def parse_request(line: bytes) -> AnyRequest:
@@ -317,6 +333,11 @@ class ControlServer:
                         return {"ok": True, "message": "stopping"}
                     case RestartRequest(worker=worker):
                         return {"ok": True, "message": await self._handler.restart(worker)}
+                    case StateGetRequest(scope=scope, key=key):
+                        return {"ok": True, "value": self._handler.state_get(scope, key)}
+                    case StateSetRequest(scope=scope, key=key, fields=fields):
+                        version = await self._handler.state_set(scope, key, fields)
+                        return {"ok": True, "version": version}
         except ValueError as error:
             return _error(str(error))
         except TimeoutError as error:

@@ -10,13 +10,17 @@ import asyncio
 import contextlib
 import logging
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
+from protocol.messages import StateScope
 from sharder.control import ControlServer
 from sharder.display import StatusDisplay
 from sharder.simulated import SimulatorChild
+from sharder.state_service import StateService
 from sharder.status import SharderStatus
+from sharder.store import StoreError
 from sharder.supervisor import Supervisor
 
 log = logging.getLogger("sharder")
@@ -46,6 +50,20 @@ class Master:
 
     async def restart(self, worker_id: int) -> str:
         return await self.supervisor.restart_worker(worker_id)
+
+    def state_get(self, scope: StateScope, key: str) -> Any:
+        return self._state().value(scope, key)
+
+    async def state_set(self, scope: StateScope, key: str, fields: dict[str, Any]) -> int:
+        try:
+            return await self._state().set_fields(scope, key, fields)
+        except StoreError as error:
+            raise ValueError(str(error)) from None
+
+    def _state(self) -> StateService:
+        if self.supervisor.state_service is None:
+            raise ValueError("the state store is not open yet")
+        return self.supervisor.state_service
 
     async def run(self) -> int:
         server = ControlServer(self.socket_path, self)

@@ -35,6 +35,8 @@ from protocol.messages import (
     ShardDisconnect,
     ShardOutcome,
     ShardReady,
+    StateSync,
+    StateUpdate,
 )
 from sharder.workers import WorkerHandle
 
@@ -51,6 +53,8 @@ class WorkerReports(Protocol):
     def on_shard_ready(self, handle: WorkerHandle, ready: ShardReady) -> None: ...
     def on_shard_disconnect(self, handle: WorkerHandle, disconnect: ShardDisconnect) -> None: ...
     def on_identify_request(self, handle: WorkerHandle, request: IdentifyRequest) -> None: ...
+    def on_state_update(self, handle: WorkerHandle, update: StateUpdate) -> None: ...
+    def on_state_sync(self, handle: WorkerHandle, request: StateSync) -> None: ...
 
 
 @dataclass(slots=True)
@@ -121,6 +125,10 @@ class Router:
             self.reports.on_shard_disconnect(handle, message)
         elif isinstance(message, IdentifyRequest):
             self.reports.on_identify_request(handle, message)
+        elif isinstance(message, StateUpdate):
+            self.reports.on_state_update(handle, message)
+        elif isinstance(message, StateSync):
+            self.reports.on_state_sync(handle, message)
         else:
             kind = type(message).__struct_config__.tag
             log.warning("worker %d sent %s, which the master does not take", handle.id, kind)

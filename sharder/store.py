@@ -12,22 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
 
-import msgspec
+from protocol.state import KINDS, Entry, MergeState, decode_state, encode_state
 
-from sharder.merge import AddWinsSet, CounterMap, LwwMap, Stamp
-
-Scope = Literal["guild_config", "member_activity", "permissions", "user_data"]
-MergeState = LwwMap | CounterMap | AddWinsSet
-KINDS: dict[str, type[MergeState]] = {
-    "guild_config": LwwMap,
-    "member_activity": CounterMap,
-    "permissions": AddWinsSet,
-    "user_data": LwwMap,
-}
 SCHEMA_VERSION = 1
 MIGRATIONS = {
     1: """
@@ -50,54 +38,6 @@ UPSERT = (
 
 class StoreError(Exception):
     """A change the store refuses (unknown scope, wrong kind of state); nothing was applied."""
-
-
-@dataclass(slots=True)
-class Entry:
-    version: int
-    state: MergeState
-
-
-def encode_state(state: MergeState) -> bytes:
-    if isinstance(state, LwwMap):
-        body: Any = {
-            "lww": {name: [*stamp, value] for name, (stamp, value) in state.fields.items()}
-        }
-    elif isinstance(state, CounterMap):
-        body = {
-            "counters": {
-                name: [[origin, up, down] for origin, (up, down) in per_origin.items()]
-                for name, per_origin in state.counts.items()
-            }
-        }
-    else:
-        body = {
-            "added": {
-                element: [list(tag) for tag in tags] for element, tags in state.added.items()
-            },
-            "removed": [list(tag) for tag in state.removed],
-        }
-    return msgspec.msgpack.encode(body)
-
-
-def decode_state(data: bytes) -> MergeState:
-    body = msgspec.msgpack.decode(data)
-    if "lww" in body:
-        lww = LwwMap()
-        for name, (millis, counter, origin, value) in body["lww"].items():
-            lww.fields[name] = (Stamp(millis, counter, origin), value)
-        return lww
-    if "counters" in body:
-        counters = CounterMap()
-        for name, rows in body["counters"].items():
-            counters.counts[name] = {origin: (up, down) for origin, up, down in rows}
-        return counters
-    added = AddWinsSet()
-    added.added = {
-        element: {Stamp(*tag) for tag in tags} for element, tags in body["added"].items()
-    }
-    added.removed = {Stamp(*tag) for tag in body["removed"]}
-    return added
 
 
 class StateStore:

@@ -22,9 +22,11 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import sqlite3
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from protocol import (
@@ -44,12 +46,16 @@ from protocol.messages import (
     ShardHealth,
     ShardReady,
     ShardState,
+    StateSync,
+    StateUpdate,
 )
 from sharder import gateway_info
 from sharder.config import Config
 from sharder.identify import IdentifyGate
 from sharder.router import Router
+from sharder.state_service import StateService
 from sharder.status import SharderStatus
+from sharder.store import StateStore, StoreError
 from sharder.systemd import Notifier
 from sharder.workers import WorkerHandle
 from worker import shard_worker
@@ -105,6 +111,7 @@ class Supervisor:
         self._tasks: set[asyncio.Task[None]] = set()
         self.router: Router
         self.gate: IdentifyGate | None = None  # made once Discord said its limits
+        self.state_service: StateService | None = None  # made once the store is open
         # Called once per loop pass, e.g. to restart a supervised simulator.
         self.on_tick: Callable[[], None] = lambda: None
         self.notifier = Notifier()
@@ -128,6 +135,13 @@ class Supervisor:
             log.error("cannot start: %s", error)
             return 1
         self.gate = IdentifyGate(max_concurrency, self.discord.identify_window, budget)
+        store = StateStore(Path(self.config.state.path))
+        try:
+            store.open()
+        except (StoreError, sqlite3.Error) as error:
+            log.error("cannot open the state store %s: %s", self.config.state.path, error)
+            return 1
+        self.state_service = StateService(store, self.table, self.workers)
         log.info(
             "identify gate: %d buckets, %.1f s window, %d of %d sessions left",
             max_concurrency,
@@ -151,6 +165,8 @@ class Supervisor:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
             self._kill_all()
+            if self.state_service is not None:
+                await self.state_service.store.close()
         return self.exit_code
 
     def _tick(self) -> None:
@@ -522,6 +538,14 @@ class Supervisor:
                 connection.send_soon(IdentifyGrant(nonce=request.nonce, shard_id=shard_id))
 
         self.gate.request(shard_id, grant)
+
+    def on_state_update(self, handle: WorkerHandle, update: StateUpdate) -> None:
+        if self.state_service is not None:
+            self.state_service.on_update(handle, update)
+
+    def on_state_sync(self, handle: WorkerHandle, request: StateSync) -> None:
+        if self.state_service is not None:
+            self.state_service.on_sync(handle, request)
 
     # -- status ----------------------------------------------------------------------------------
 

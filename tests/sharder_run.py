@@ -49,6 +49,7 @@ crash_loop_restarts = 3
 crash_loop_window = 30.0
 shutdown_timeout = 8.0
 request_timeout = 5.0
+{supervisor}
 [simulator]
 guilds = {guilds}
 {simulator}
@@ -159,13 +160,19 @@ async def running_sharder(
     guilds: int = 64,
     entry_point: str = "tests.bots.probe:setup",
     simulator: str = "",
+    supervisor: str = "",
     environment: dict[str, str] | None = None,
 ) -> AsyncIterator[RunningSharder]:
-    """``simulator``: more keys of the config's ``[simulator]`` table, as TOML lines."""
+    """``simulator``, ``supervisor``: more keys of those tables of the config, as TOML lines."""
     directory = Path(tempfile.mkdtemp(prefix="sharder-", dir="/tmp"))  # short: socket paths
     config_path = directory / "sharder.toml"
     text = TEST_CONFIG.format(
-        entry_point=entry_point, shards=shards, workers=workers, guilds=guilds, simulator=simulator
+        entry_point=entry_point,
+        shards=shards,
+        workers=workers,
+        guilds=guilds,
+        simulator=simulator,
+        supervisor=supervisor,
     )
     config_path.write_text(text)
     running = launch(directory, config_path, flags, environment or {})
@@ -178,6 +185,20 @@ async def running_sharder(
         running.remember_children()
         stop(running)
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def restart_in(previous: RunningSharder) -> AsyncIterator[RunningSharder]:
+    """A new master in the directory of one that has ended: same config, same state file."""
+    running = launch(previous.directory, previous.directory / "sharder.toml", (), {})
+    try:
+        yield running
+    except BaseException:
+        sys.stderr.write(f"--- restarted sharder log ---\n{running.log()[-20000:]}\n")
+        raise
+    finally:
+        running.remember_children()
+        stop(running)
 
 
 def run_cli(*arguments: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -13,6 +13,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -70,6 +71,7 @@ class FakeHandler:
         self.restart_error: Exception | None = None
         self.restart_hangs = False
         self.on_stop: ControlServer | None = None
+        self.state: dict[tuple[str, str], dict[str, Any]] = {}
 
     def status(self) -> SharderStatus:
         return self.snapshot
@@ -88,6 +90,15 @@ class FakeHandler:
             raise ValueError(f"no worker {worker_id}; workers are 0-{WORKERS - 1}")
         self.restarted.append(worker_id)
         return f"restarting worker {worker_id}"
+
+    def state_get(self, scope: str, key: str) -> Any:
+        return self.state.get((scope, key))
+
+    async def state_set(self, scope: str, key: str, fields: dict[str, Any]) -> int:
+        if scope not in ("guild_config", "user_data"):
+            raise ValueError(f"{scope} cannot be set field by field")
+        self.state.setdefault((scope, key), {}).update(fields)
+        return len(self.state)
 
 
 @pytest.fixture
@@ -249,12 +260,18 @@ async def test_close_leaves_a_socket_file_that_is_no_longer_its_own(
     [
         (b"garbage\n", "request is not valid JSON: JSON is malformed: invalid character (byte 0)"),
         (b"[1, 2]\n", 'a request is a JSON object, e.g. {"command": "status"}'),
-        (b"{}\n", 'request has no "command"; commands are status, stop, restart'),
+        (
+            b"{}\n",
+            'request has no "command"; commands are status, stop, restart, state_get, state_set',
+        ),
         (
             b'{"command": "reboot"}\n',
-            'unknown command "reboot"; commands are status, stop, restart',
+            'unknown command "reboot"; commands are status, stop, restart, state_get, state_set',
         ),
-        (b'{"command": 3}\n', "unknown command 3; commands are status, stop, restart"),
+        (
+            b'{"command": 3}\n',
+            "unknown command 3; commands are status, stop, restart, state_get, state_set",
+        ),
         (
             b'{"command": "restart"}\n',
             "bad restart request: Object missing required field `worker`",
@@ -379,3 +396,24 @@ async def test_stop_that_closes_the_server_is_still_answered(
     await control.start()
     assert await call(socket_path, {"command": "stop"}) == {"ok": True, "message": "stopping"}
     assert not socket_file_exists(socket_path)
+
+
+async def test_state_get_and_set_round_trip_and_bad_ones_are_refused(
+    server: ControlServer, socket_path: Path
+) -> None:
+    path = socket_path
+    answer = await call(
+        path,
+        {"command": "state_set", "scope": "guild_config", "key": "42", "fields": {"prefix": "?"}},
+    )
+    assert answer == {"ok": True, "version": 1}
+    assert await call(path, {"command": "state_get", "scope": "guild_config", "key": "42"}) == {
+        "ok": True,
+        "value": {"prefix": "?"},
+    }
+    refused = await call(
+        path, {"command": "state_set", "scope": "permissions", "key": "42", "fields": {"x": 1}}
+    )
+    assert refused["ok"] is False and "cannot be set field by field" in refused["error"]
+    bad = await call(path, {"command": "state_get", "scope": "karma", "key": "1"})
+    assert bad["ok"] is False and "scope" in bad["error"]

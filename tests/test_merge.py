@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sharder.merge import AddWinsSet, Clock, CounterMap, LwwMap, Stamp
+from protocol.merge import AddWinsSet, Clock, CounterMap, LwwMap, Stamp
 
 State = TypeVar("State", LwwMap, CounterMap, AddWinsSet)
 ORIGINS = st.integers(min_value=1, max_value=4)

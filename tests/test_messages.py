@@ -28,6 +28,8 @@ from protocol.messages import (
     ShardDisconnect,
     ShardHealth,
     ShardReady,
+    StateChanged,
+    StateSync,
     StateUpdate,
     UserUpdate,
 )
@@ -65,7 +67,9 @@ SAMPLES: list[Message] = [
         guild_id=GUILD,
         changes={"prefix": "?"},
     ),
+    StateSync(nonce=10, deadline=deadline_in(5)),
     GuildSync(guild_id=GUILD, version=12, state={"config": {"prefix": "!"}}),
+    StateChanged(scope="guild_config", key=str(GUILD), version=12, data=b"\x81"),
     CacheInvalidate(scope="user_data", keys=[USER], version=13),
     MemberUpdate(guild_id=GUILD, user_id=USER, fields={"nick": "n"}),
     UserUpdate(user_id=USER, fields={"afk": "lunch"}),

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from sharder.merge import AddWinsSet, Clock, CounterMap, LwwMap
-from sharder.store import SCHEMA_VERSION, Entry, StateStore, StoreError
+from protocol.merge import AddWinsSet, Clock, CounterMap, LwwMap
+from protocol.state import Entry
+from sharder.store import SCHEMA_VERSION, StateStore, StoreError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -99,7 +100,7 @@ WRITER = textwrap.dedent(
     """
     import asyncio, sys
     from pathlib import Path
-    from sharder.merge import CounterMap
+    from protocol.merge import CounterMap
     from sharder.store import StateStore
 
     async def main() -> None:

@@ -29,6 +29,7 @@ import msgspec
 from protocol import shard_for_guild
 from protocol.messages import CommandBroadcast, CommandExec, ErrorCode, ShardOutcome
 from worker.ipc import MasterLink, RequestFailed
+from worker.state import SharedState
 
 Handler = Callable[["Invocation"], Awaitable[Any]] | Callable[["Invocation"], Any]
 H = TypeVar("H", bound=Handler)
@@ -77,6 +78,8 @@ class ShardContext:
         self.request_timeout = request_timeout
         self._link = link
         self._handlers: dict[str, Registered] = {}
+        # The bot's shared state (guild configs, member activity, permissions, user data).
+        self.state = SharedState(link, origin=worker_id + 1, request_timeout=request_timeout)
         self._own_shards = frozenset(shard_ids)
         # Shards resuming a session handed over from another process, until RESUMED: events
         # they deliver meanwhile are Discord's replay and may have been seen before.

@@ -5,16 +5,24 @@
   answers with the totals; shards that did not answer are named, not hidden.
 - ``!where <guild id>`` asks the shard that owns the guild (``ctx.request``, possibly in another
   worker) to say where it runs.
+- ``!prefix [new]`` shows or sets the guild's command prefix (shared state, guild config).
+- ``!points`` shows how many messages the author has written in the guild (shared state, member
+  activity, counted from every message the bot sees).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
 import hikari
 
 from worker.context import Invocation, RequestError, ShardContext
+from worker.state import StateError
+
+DEFAULT_PREFIX = "!"
+MAX_PREFIX = 5
 
 
 def setup(bot: hikari.GatewayBot, ctx: ShardContext) -> None:
@@ -42,19 +50,37 @@ def setup(bot: hikari.GatewayBot, ctx: ShardContext) -> None:
         }
 
     @bot.listen(hikari.GuildMessageCreateEvent)
+    async def count_activity(event: hikari.GuildMessageCreateEvent) -> None:
+        if event.is_human:
+            with contextlib.suppress(StateError):  # activity is best effort; commands are not
+                await ctx.state.count(int(event.guild_id), int(event.author_id), "messages")
+
+    @bot.listen(hikari.GuildMessageCreateEvent)
     async def on_message(event: hikari.GuildMessageCreateEvent) -> None:
         if not event.is_human or not event.content:
             return
-        command, _, argument = event.content.partition(" ")
-        if command == "!ping":
-            shard_id = ctx.shard_of(int(event.guild_id))
+        guild_id = int(event.guild_id)
+        prefix = ctx.state.guild_config(guild_id).get("prefix", DEFAULT_PREFIX)
+        if not event.content.startswith(prefix):
+            return
+        command, _, argument = event.content[len(prefix) :].partition(" ")
+        if command == "ping":
+            shard_id = ctx.shard_of(guild_id)
             latency = latency_ms(bot, shard_id)
             shown = f"{latency:.0f} ms" if latency is not None else "not measured yet"
-            await event.message.respond(f"pong from shard {shard_id} (latency {shown})", reply=True)
-        elif command == "!stats":
-            await event.message.respond(await stats_text(ctx), reply=True)
-        elif command == "!where":
-            await event.message.respond(await where_text(ctx, argument.strip()), reply=True)
+            answer = f"pong from shard {shard_id} (latency {shown})"
+        elif command == "stats":
+            answer = await stats_text(ctx)
+        elif command == "where":
+            answer = await where_text(ctx, argument.strip())
+        elif command == "prefix":
+            answer = await prefix_text(ctx, guild_id, argument.strip(), prefix)
+        elif command == "points":
+            count = ctx.state.activity(guild_id, int(event.author_id)).get("messages", 0)
+            answer = f"{event.author.username} has written {count} messages here"
+        else:
+            return
+        await event.message.respond(answer, reply=True)
 
 
 def latency_ms(bot: hikari.GatewayBot, shard_id: int) -> float | None:
@@ -78,6 +104,18 @@ async def stats_text(ctx: ShardContext) -> str:
     if failed:
         text += f" (no answer from shards {', '.join(map(str, failed))})"
     return text
+
+
+async def prefix_text(ctx: ShardContext, guild_id: int, new: str, current: str) -> str:
+    if not new:
+        return f"the prefix here is {current}"
+    if len(new) > MAX_PREFIX or any(character.isspace() for character in new):
+        return f"a prefix is 1 to {MAX_PREFIX} characters without spaces"
+    try:
+        await ctx.state.set_guild_config(guild_id, prefix=new)
+    except StateError as error:
+        return f"the prefix stays {current}: {error}"
+    return f"the prefix is now {new}"
 
 
 async def where_text(ctx: ShardContext, argument: str) -> str:

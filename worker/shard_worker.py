@@ -34,6 +34,7 @@ from protocol.deadlines import DeadlineWheel
 from protocol.messages import (
     CommandBroadcast,
     CommandExec,
+    GuildSync,
     Heartbeat,
     HeartbeatAck,
     IdentifyRequest,
@@ -43,6 +44,7 @@ from protocol.messages import (
     ShardHealth,
     ShardReady,
     ShardState,
+    StateChanged,
 )
 from worker import shard_hooks
 from worker.context import Handler, Invocation, ShardContext, describe_failure
@@ -134,11 +136,14 @@ class ShardWorker:
             shard_hooks.install_resume(
                 spec.sessions, bot_user_id(spec.token), self.ctx.replaying.add
             )
+        serving = asyncio.create_task(self._serve())
+        lag_probe = asyncio.create_task(self._probe_loop_lag())
+        # The shared state of our guilds arrives before the bot code runs or a shard connects.
+        synced = await self.ctx.state.sync()
+        log.info("shared state of %d guilds received", synced)
         setup = load_entry_point(spec.entry_point)(self.bot, self.ctx)
         if inspect.isawaitable(setup):
             await setup
-        serving = asyncio.create_task(self._serve())
-        lag_probe = asyncio.create_task(self._probe_loop_lag())
         try:
             await self.bot.start(
                 shard_ids=list(spec.shard_ids),
@@ -256,6 +261,8 @@ class ShardWorker:
             task = self.loop.create_task(self._broadcast(message))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        elif isinstance(message, StateChanged | GuildSync):
+            self.ctx.state.apply(message)
         elif isinstance(message, ShardDisconnect):
             log.info("master asks to disconnect shards %s: %s", message.shard_ids, message.reason)
             if message.resumable:

@@ -4,6 +4,7 @@ machinery, driven by messages injected into the simulator and answered through R
     !call <guild id> <handler> [payload] [timeout]  ctx.request: "ok <json>" or "error <code> ..."
     !all <handler> [payload] [timeout]              ctx.broadcast: the outcomes as JSON
     !garbage                                        writes bytes that are no frame to the master
+    !bump / !stream <guild> <user> <n>, !afk <user> <note>   shared state writes
 """
 
 from __future__ import annotations
@@ -34,6 +35,14 @@ def setup(bot: hikari.GatewayBot, ctx: ShardContext) -> None:
     def fail_plain(call: Invocation) -> None:
         raise ValueError(f"plain failure on shard {call.shard_id}")
 
+    @ctx.handler("activity")
+    def activity(call: Invocation) -> dict[str, int]:
+        return ctx.state.activity(call.guild_id or 0, int(call.payload))
+
+    @ctx.handler("user")
+    def user(call: Invocation) -> dict[str, Any]:
+        return ctx.state.user(int(call.payload))
+
     @ctx.handler("sleep")
     async def sleep(call: Invocation) -> float:
         await asyncio.sleep(float(call.payload))
@@ -52,6 +61,20 @@ def setup(bot: hikari.GatewayBot, ctx: ShardContext) -> None:
             answer = await call(ctx, int(words[1]), words[2], *words[3:])
         elif words[0] == "!all":
             answer = await call_all(ctx, words[1], *words[2:])
+        elif words[0] == "!bump":  # !bump <guild> <user> <count>: concurrent counter writes
+            guild_id, user_id, count = (int(word) for word in words[1:4])
+            await asyncio.gather(
+                *(ctx.state.count(guild_id, user_id, "bump") for _ in range(count))
+            )
+            answer = f"bumped {count}"
+        elif words[0] == "!afk":  # !afk <user> <note>: a user-data write from this worker
+            version = await ctx.state.set_user(int(words[1]), afk=" ".join(words[2:]))
+            answer = f"afk set (version {version})"
+        elif words[0] == "!stream":  # !stream <guild> <user> <count>: one write after another
+            guild_id, user_id, count = (int(word) for word in words[1:4])
+            for _ in range(count):
+                await ctx.state.count(guild_id, user_id, "stream")
+            answer = f"streamed {count}"
         elif words[0] == "!garbage":
             transport = ctx._link.connection._transport  # a test hook, on purpose
             assert transport is not None

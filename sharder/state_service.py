@@ -1,0 +1,150 @@
+"""The master's side of shared state: a worker's change is merged, made durable, pushed to the
+workers that hold its key, and only then acknowledged; a starting worker is sent the state of
+its guilds (and every user's) before its shards connect.
+
+A guild's keys live with the worker that owns the guild's shard; user data lives with every
+worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from protocol import RoutingTable
+from protocol.merge import Clock, LwwMap, Stamp
+from protocol.messages import (
+    GuildSync,
+    ReplyError,
+    ReplyOk,
+    StateChanged,
+    StateScope,
+    StateSync,
+    StateUpdate,
+)
+from protocol.state import Entry, decode_state, encode_state, guild_of, key_of
+from sharder.store import StateStore, StoreError
+from sharder.workers import WorkerHandle
+
+log = logging.getLogger("sharder.state")
+
+MAX_DELTA = 64 * 1024  # bytes of one change; more is refused
+MASTER_ORIGIN = 0
+
+
+class StateService:
+    def __init__(
+        self, store: StateStore, table: RoutingTable, workers: Mapping[int, WorkerHandle]
+    ) -> None:
+        self.store = store
+        self.table = table
+        self.workers = workers
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._clock = Clock(MASTER_ORIGIN)
+
+    def on_update(self, handle: WorkerHandle, update: StateUpdate) -> None:
+        task = asyncio.get_running_loop().create_task(self._update(handle, update))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def on_sync(self, handle: WorkerHandle, request: StateSync) -> None:
+        """Send the worker everything its shards hold, then answer the request."""
+        per_guild: defaultdict[int, dict[str, Any]] = defaultdict(dict)
+        users = []
+        for (scope, key), entry in self.store.entries.items():
+            guild_id = guild_of(scope, key)
+            if guild_id is None:
+                users.append(StateChanged(scope="user_data", key=key, version=entry.version,
+                                          data=encode_state(entry.state)))  # fmt: skip
+            elif self.table.owner_of_guild(guild_id) == handle.id:
+                per_guild[guild_id][f"{scope}:{key}"] = [entry.version, encode_state(entry.state)]
+        messages: list[Any] = [
+            GuildSync(guild_id=guild_id, version=max(v for v, _ in state.values()), state=state)
+            for guild_id, state in per_guild.items()
+        ]
+        messages += users
+        messages.append(ReplyOk(nonce=request.nonce, payload={"guilds": len(per_guild)}))
+        self._send(handle, messages)
+
+    async def set_fields(self, scope: StateScope, key: str, fields: dict[str, Any]) -> int:
+        """A change made on the master itself (``sharder state set``)."""
+        if scope not in ("guild_config", "user_data"):
+            raise StoreError(f"{scope} cannot be set field by field; only guild_config, user_data")
+        change = LwwMap()
+        stamp = self._master_stamp()
+        for name, value in fields.items():
+            change.set(name, value, stamp)
+        version = await self.store.merge(scope, key, change)
+        self._push(scope, key)
+        return version
+
+    def value(self, scope: str, key: str) -> Any:
+        entry = self.store.get(scope, key)
+        if entry is None:
+            return None
+        value = entry.state.value()
+        return sorted(value) if isinstance(value, set) else value
+
+    async def _update(self, handle: WorkerHandle, update: StateUpdate) -> None:
+        try:
+            change = self._decode(update)
+            key = key_of(update.scope, update.guild_id, update.user_id)
+            version = await self.store.merge(update.scope, key, change)
+        except (StoreError, ValueError, TypeError, msgspec.DecodeError) as error:
+            self._send(handle, [ReplyError(nonce=update.nonce, code="invalid", message=str(error))])
+            return
+        self._push(update.scope, key)  # before the acknowledgement: the writer's view has it then
+        self._send(handle, [ReplyOk(nonce=update.nonce, payload={"version": version})])
+
+    def _decode(self, update: StateUpdate) -> Any:
+        data = update.changes.get("delta")
+        if not isinstance(data, bytes) or set(update.changes) != {"delta"}:
+            raise ValueError("changes must be exactly {'delta': bytes}")
+        if len(data) > MAX_DELTA:
+            raise ValueError(f"a change of {len(data)} bytes; the limit is {MAX_DELTA}")
+        if update.scope == "member_activity" and not (update.guild_id and update.user_id):
+            raise ValueError("member_activity needs guild_id and user_id")
+        if update.scope == "user_data" and not update.user_id:
+            raise ValueError("user_data needs user_id")
+        if update.scope in ("guild_config", "permissions") and not update.guild_id:
+            raise ValueError(f"{update.scope} needs guild_id")
+        try:
+            return decode_state(data)
+        except (KeyError, ValueError, TypeError) as error:
+            raise ValueError(f"not a merge state: {error!r}") from None
+
+    def _push(self, scope: str, key: str) -> None:
+        entry = self.store.get(scope, key)
+        assert entry is not None
+        message = self._changed(scope, key, entry)
+        guild_id = guild_of(scope, key)
+        if guild_id is None:
+            targets = list(self.workers.values())
+        else:
+            targets = [self.workers[self.table.owner_of_guild(guild_id)]]
+        for target in targets:
+            self._send(target, [message])
+
+    @staticmethod
+    def _changed(scope: str, key: str, entry: Entry) -> StateChanged:
+        return StateChanged(
+            scope=scope,  # type: ignore[arg-type]
+            key=key,
+            version=entry.version,
+            data=encode_state(entry.state),
+        )
+
+    @staticmethod
+    def _send(handle: WorkerHandle, messages: list[Any]) -> None:
+        connection = handle.connection
+        if connection is not None and connection.is_open:
+            for message in messages:
+                connection.send_soon(message)
+
+    def _master_stamp(self) -> Stamp:
+        return self._clock.now()
