@@ -153,7 +153,12 @@ class Control:
         guild, channel_id, author_id = self._place(body.guild_id, body.channel_id, body.author_id)
         message = self.messages.post(channel_id, author_id, body.content)
         return json_response(
-            {"id": int(message["id"]), "guild_id": guild.id, "channel_id": channel_id}
+            {
+                "id": int(message["id"]),
+                "guild_id": guild.id,
+                "channel_id": channel_id,
+                "author_id": author_id,
+            }
         )
 
     async def inject_interaction(self, request: web.Request) -> web.Response:

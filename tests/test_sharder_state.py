@@ -55,7 +55,9 @@ async def test_a_prefix_set_on_the_master_is_used_by_the_next_command() -> None:
 
 
 async def test_four_workers_writing_the_same_keys_converge_on_the_masters_value() -> None:
-    async with running_sharder(shards=SHARDS, workers=4, guilds=8) as run:
+    # Simulated users talk all along: their messages count as member activity too.
+    traffic = "traffic_rate = 40\nrest_route_limit = 1000\n"
+    async with running_sharder(shards=SHARDS, workers=4, guilds=8, simulator=traffic) as run:
         await run.wait_ready()
         world = await guilds(run)
         target = world[0]  # its member activity lives with worker 0
@@ -121,3 +123,20 @@ async def test_a_killed_master_comes_back_with_every_acknowledged_change() -> No
             await again.wait_ready()
             assert await master_value(again, "user_data", str(USER)) == {"n": acknowledged}
             assert guild in await guilds(again)
+
+
+async def test_the_reference_bots_state_commands_across_workers() -> None:
+    async with running_sharder(shards=SHARDS, workers=2, guilds=8) as run:
+        await run.wait_ready()
+        world = await guilds(run)
+        first = next(g for g in world if (g >> 22) % SHARDS == 0)  # worker 0
+        second = next(g for g in world if (g >> 22) % SHARDS == 3)  # worker 1
+        away = await run.say("!afk at lunch", first)
+        assert await run.reply_to(away) == "away: at lunch"
+        # Cross-guild user data: the note is read on the other worker, in another guild.
+        writer = away["author_id"]
+        assert await run.ask(f"!note {writer}", second) == f"{writer} is away: at lunch"
+        assert await run.ask("!grant 123 kick", first) == "granted kick to 123"
+        assert await run.ask("!grant", first) == "grants: 123:kick"
+        ranking = await run.ask("!top", first)
+        assert ranking.startswith("top: ") and f"{writer} (" in ranking

@@ -6,8 +6,12 @@
 - ``!where <guild id>`` asks the shard that owns the guild (``ctx.request``, possibly in another
   worker) to say where it runs.
 - ``!prefix [new]`` shows or sets the guild's command prefix (shared state, guild config).
-- ``!points`` shows how many messages the author has written in the guild (shared state, member
-  activity, counted from every message the bot sees).
+- ``!points`` / ``!top`` show how many messages the author / the guild's most active members
+  have written (shared state, member activity, counted from every message the bot sees).
+- ``!grant <role or user id> <permission>`` (or no arguments: list) keeps permission grants
+  (shared state, an add-wins set per guild).
+- ``!afk [note]`` sets or clears the author's away note, and ``!note <user id>`` shows anyone's,
+  in every guild, whichever shard serves it (shared state, cross-guild user data).
 """
 
 from __future__ import annotations
@@ -78,6 +82,19 @@ def setup(bot: hikari.GatewayBot, ctx: ShardContext) -> None:
         elif command == "points":
             count = ctx.state.activity(guild_id, int(event.author_id)).get("messages", 0)
             answer = f"{event.author.username} has written {count} messages here"
+        elif command == "top":
+            ranking = ctx.state.top(guild_id, "messages", 5)
+            answer = (
+                "top: " + ", ".join(f"{user} ({count})" for user, count in ranking)
+                if ranking
+                else "no messages counted yet"
+            )
+        elif command == "grant":
+            answer = await grant_text(ctx, guild_id, argument.split())
+        elif command == "afk":
+            answer = await afk_text(ctx, int(event.author_id), argument.strip())
+        elif command == "note":
+            answer = note_text(ctx, argument.strip())
         else:
             return
         await event.message.respond(answer, reply=True)
@@ -116,6 +133,36 @@ async def prefix_text(ctx: ShardContext, guild_id: int, new: str, current: str) 
     except StateError as error:
         return f"the prefix stays {current}: {error}"
     return f"the prefix is now {new}"
+
+
+async def grant_text(ctx: ShardContext, guild_id: int, words: list[str]) -> str:
+    """``grant <role or user id> <permission>``, or no arguments to list the grants."""
+    if not words:
+        grants = sorted(ctx.state.grants(guild_id))
+        return "grants: " + ", ".join(grants) if grants else "no grants"
+    if len(words) != 2 or not words[0].isascii() or not words[0].isdigit():
+        return "usage: grant <role or user id> <permission>"
+    try:
+        await ctx.state.grant(guild_id, f"{words[0]}:{words[1]}")
+    except StateError as error:
+        return f"not granted: {error}"
+    return f"granted {words[1]} to {words[0]}"
+
+
+async def afk_text(ctx: ShardContext, user_id: int, note: str) -> str:
+    """Cross-guild user data: the note shows in every guild, on whichever shard serves it."""
+    try:
+        await ctx.state.set_user(user_id, afk=note or None)
+    except StateError as error:
+        return f"not saved: {error}"
+    return f"away: {note}" if note else "welcome back"
+
+
+def note_text(ctx: ShardContext, argument: str) -> str:
+    if not argument.isascii() or not argument.isdigit():
+        return "usage: note <user id>"
+    note = ctx.state.user(int(argument)).get("afk")
+    return f"{argument} is away: {note}" if note else f"{argument} is not away"
 
 
 async def where_text(ctx: ShardContext, argument: str) -> str:

@@ -80,6 +80,19 @@ class SharedState:
         state = self._state("user_data", key_of("user_data", 0, user_id))
         return state.value() if isinstance(state, LwwMap) else {}
 
+    def top(self, guild_id: int, name: str, limit: int = 10) -> list[tuple[int, int]]:
+        """The guild's members with the highest counter ``name``: ``[(user_id, count)]``."""
+        prefix = f"{guild_id}:"
+        ranking = [
+            (int(key[len(prefix) :]), entry.state.value().get(name, 0))
+            for (scope, key), entry in self._entries.items()
+            if scope == "member_activity"
+            and key.startswith(prefix)
+            and isinstance(entry.state, CounterMap)
+        ]
+        ranking.sort(key=lambda pair: (-pair[1], pair[0]))
+        return ranking[:limit]
+
     def version(self, scope: str, key: str) -> int:
         entry = self._entries.get((scope, key))
         return entry.version if entry is not None else 0

@@ -1,0 +1,91 @@
+"""The master's state service refuses bad changes with a clear error and changes nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from protocol import RoutingTable
+from protocol.merge import CounterMap, LwwMap, Stamp
+from protocol.messages import ReplyError, ReplyOk, StateChanged, StateUpdate, deadline_in
+from protocol.state import encode_state
+from sharder.state_service import MAX_DELTA, StateService
+from sharder.store import StateStore
+from sharder.workers import WorkerHandle
+
+GUILD = 200_000_000_000 << 22
+
+
+class Recorder:
+    """Stands in for a worker's connection: keeps what the master sends it."""
+
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+        self.is_open = True
+
+    def send_soon(self, message: Any) -> None:
+        self.sent.append(message)
+
+
+@pytest.fixture
+async def service(tmp_path: Path) -> Any:
+    store = StateStore(tmp_path / "state.db")
+    store.open()
+    handle = WorkerHandle(0, [0], 0.1)
+    handle.connection = Recorder()  # type: ignore[assignment]
+    yield StateService(store, RoutingTable.contiguous(1, 1), {0: handle}), handle
+    await store.close()
+
+
+def update(scope: str, changes: dict[str, Any], **ids: int) -> StateUpdate:
+    return StateUpdate(nonce=1, deadline=deadline_in(5), scope=scope, changes=changes, **ids)  # type: ignore[arg-type]
+
+
+def config_delta() -> bytes:
+    change = LwwMap()
+    change.set("prefix", "?", Stamp(1, 0, 1))
+    return encode_state(change)
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (update("guild_config", {"delta": b"\\x00garbage"}, guild_id=GUILD), "not a merge state"),
+        (update("guild_config", {"prefix": "?"}, guild_id=GUILD), "exactly {'delta': bytes}"),
+        (update("guild_config", {"delta": b"x" * (MAX_DELTA + 1)}, guild_id=GUILD), "the limit"),
+        (update("guild_config", {"delta": config_delta()}), "needs guild_id"),
+        (
+            update("member_activity", {"delta": config_delta()}, guild_id=GUILD),
+            "guild_id and user_id",
+        ),
+        (
+            update("member_activity", {"delta": config_delta()}, guild_id=GUILD, user_id=5),
+            "merges CounterMap, not LwwMap",
+        ),
+    ],
+)
+async def test_a_bad_change_is_refused_and_nothing_is_stored(
+    service: Any, request_: StateUpdate, message: str
+) -> None:
+    state, handle = service
+    await state._update(handle, request_)
+    [answer] = handle.connection.sent
+    assert isinstance(answer, ReplyError) and answer.code == "invalid"
+    assert message in answer.message
+    assert state.store.entries == {}
+
+
+async def test_a_good_change_is_pushed_before_it_is_acknowledged(service: Any) -> None:
+    state, handle = service
+    counter = CounterMap()
+    counter.report("messages", 1, 3)
+    await state._update(
+        handle,
+        update("member_activity", {"delta": encode_state(counter)}, guild_id=GUILD, user_id=5),
+    )
+    pushed, acknowledged = handle.connection.sent
+    assert isinstance(pushed, StateChanged) and pushed.key == f"{GUILD}:5" and pushed.version == 1
+    assert isinstance(acknowledged, ReplyOk) and acknowledged.payload == {"version": 1}
+    assert state.value("member_activity", f"{GUILD}:5") == {"messages": 3}
