@@ -29,6 +29,7 @@ from protocol.messages import (
     HeartbeatAck,
     IdentifyRequest,
     Message,
+    PresenceUpdate,
     ReplyError,
     ReplyOk,
     Request,
@@ -55,6 +56,7 @@ class WorkerReports(Protocol):
     def on_identify_request(self, handle: WorkerHandle, request: IdentifyRequest) -> None: ...
     def on_state_update(self, handle: WorkerHandle, update: StateUpdate) -> None: ...
     def on_state_sync(self, handle: WorkerHandle, request: StateSync) -> None: ...
+    def on_presence(self, handle: WorkerHandle, presence: PresenceUpdate, frame: Frame) -> None: ...
 
 
 @dataclass(slots=True)
@@ -129,6 +131,8 @@ class Router:
             self.reports.on_state_update(handle, message)
         elif isinstance(message, StateSync):
             self.reports.on_state_sync(handle, message)
+        elif isinstance(message, PresenceUpdate):
+            self.reports.on_presence(handle, message, frame)
         else:
             kind = type(message).__struct_config__.tag
             log.warning("worker %d sent %s, which the master does not take", handle.id, kind)

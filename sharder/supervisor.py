@@ -32,6 +32,7 @@ from typing import Any, Literal
 from protocol import (
     PROTOCOL_VERSION,
     ConnectionClosed,
+    Frame,
     RoutingTable,
     open_connection,
     socket_from_pipe,
@@ -42,6 +43,7 @@ from protocol.messages import (
     Hello,
     IdentifyGrant,
     IdentifyRequest,
+    PresenceUpdate,
     ShardDisconnect,
     ShardHealth,
     ShardReady,
@@ -542,6 +544,12 @@ class Supervisor:
     def on_state_update(self, handle: WorkerHandle, update: StateUpdate) -> None:
         if self.state_service is not None:
             self.state_service.on_update(handle, update)
+
+    def on_presence(self, handle: WorkerHandle, presence: PresenceUpdate, frame: Frame) -> None:
+        # Relayed as received to every other worker: presence is ephemeral, never stored.
+        for other in self.workers.values():
+            if other is not handle and other.connection is not None and other.connection.is_open:
+                other.connection.forward_soon([frame])
 
     def on_state_sync(self, handle: WorkerHandle, request: StateSync) -> None:
         if self.state_service is not None:

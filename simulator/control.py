@@ -9,7 +9,7 @@ validated where they enter: a bad one gets a 400 that says what is wrong.
 from __future__ import annotations
 
 import random
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import msgspec
 from aiohttp import web
@@ -37,6 +37,12 @@ class InjectedInteraction(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tr
     options: list[dict[str, Any]] = msgspec.field(default_factory=list)
     guild_id: int | None = None
     channel_id: int | None = None
+    user_id: int | None = None
+
+
+class InjectedPresence(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    status: Literal["online", "idle", "dnd", "offline"]
+    guild_id: int | None = None
     user_id: int | None = None
 
 
@@ -82,6 +88,7 @@ class Control:
             web.post("/_sim/messages", self.inject_message),
             web.get("/_sim/messages", self.list_messages),
             web.post("/_sim/interactions", self.inject_interaction),
+            web.post("/_sim/presences", self.inject_presence),
             web.post("/_sim/shards/{shard_id}/reconnect", self.force_reconnect),
             web.post("/_sim/shards/{shard_id}/invalid-session", self.force_invalid_session),
             web.post("/_sim/shards/{shard_id}/drop", self.force_drop),
@@ -160,6 +167,13 @@ class Control:
                 "author_id": author_id,
             }
         )
+
+    async def inject_presence(self, request: web.Request) -> web.Response:
+        body = await self._body(request, InjectedPresence)
+        guild, _, user_id = self._place(body.guild_id, None, body.user_id)
+        payload = self.payloads.presence_update(guild, user_id, body.status)
+        reached = self.gateway.dispatch(guild.id, "PRESENCE_UPDATE", payload)
+        return json_response({"guild_id": guild.id, "user_id": user_id, "sessions": reached})
 
     async def inject_interaction(self, request: web.Request) -> web.Response:
         body = await self._body(request, InjectedInteraction)

@@ -37,6 +37,7 @@ TEST_CONFIG = """
 log_level = "INFO"
 [bot]
 entry_point = "{entry_point}"
+intents = ["ALL_UNPRIVILEGED", "MESSAGE_CONTENT", "GUILD_PRESENCES"]
 [sharding]
 shards = {shards}
 workers = {workers}

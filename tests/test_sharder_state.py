@@ -140,3 +140,25 @@ async def test_the_reference_bots_state_commands_across_workers() -> None:
         assert await run.ask("!grant", first) == "grants: 123:kick"
         ranking = await run.ask("!top", first)
         assert ranking.startswith("top: ") and f"{writer} (" in ranking
+
+
+async def test_a_presence_seen_by_one_shard_is_known_on_every_worker() -> None:
+    async with running_sharder(shards=SHARDS, workers=2, guilds=8) as run:
+        await run.wait_ready()
+        world = await guilds(run)
+        seen_on_worker_0 = next(g for g in world if (g >> 22) % SHARDS == 1)
+        asked_on_worker_1 = next(g for g in world if (g >> 22) % SHARDS == 2)
+        sim = await run.simulator()
+        presence = await call_control(
+            sim.control_url, "POST", "/presences", {"status": "dnd", "guild_id": seen_on_worker_0}
+        )
+        user = presence["user_id"]
+        for _ in range(100):
+            if (
+                await run.ask(f"!call {asked_on_worker_1} presence {user}", asked_on_worker_1)
+                == 'ok "dnd"'
+            ):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("worker 1 never learned the presence")

@@ -38,6 +38,7 @@ from protocol.messages import (
     Heartbeat,
     HeartbeatAck,
     IdentifyRequest,
+    PresenceUpdate,
     ReplyError,
     ReplyOk,
     ShardDisconnect,
@@ -208,6 +209,18 @@ class ShardWorker:
                 )
             )
 
+        @bot.listen(hikari.PresenceUpdateEvent)
+        async def presence(event: hikari.PresenceUpdateEvent) -> None:
+            # Relayed through the master, so that every shard can answer ctx.state.presence().
+            update = PresenceUpdate(
+                guild_id=int(event.guild_id),
+                user_id=int(event.user_id),
+                status=str(event.presence.visible_status),  # type: ignore[arg-type]
+                activity=event.presence.activities[0].name if event.presence.activities else None,
+            )
+            self.ctx.state.note_presence(update)
+            self.link.send(update)
+
         async def counted(event: hikari.Event) -> None:
             self.events += 1
 
@@ -263,6 +276,8 @@ class ShardWorker:
             task.add_done_callback(self._tasks.discard)
         elif isinstance(message, StateChanged | GuildSync):
             self.ctx.state.apply(message)
+        elif isinstance(message, PresenceUpdate):
+            self.ctx.state.note_presence(message)
         elif isinstance(message, ShardDisconnect):
             log.info("master asks to disconnect shards %s: %s", message.shard_ids, message.reason)
             if message.resumable:

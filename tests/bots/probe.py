@@ -43,6 +43,11 @@ def setup(bot: hikari.GatewayBot, ctx: ShardContext) -> None:
     def user(call: Invocation) -> dict[str, Any]:
         return ctx.state.user(int(call.payload))
 
+    @ctx.handler("presence")
+    def presence(call: Invocation) -> str | None:
+        seen = ctx.state.presence(int(call.payload))
+        return None if seen is None else seen.status
+
     @ctx.handler("sleep")
     async def sleep(call: Invocation) -> float:
         await asyncio.sleep(float(call.payload))
