@@ -11,12 +11,16 @@ import functools
 import logging
 import os
 import subprocess
+import time
 
 from sharder.config import SimulatorSection
 from simulator.child import SimulatorEndpoints, start_simulator, stop_process
 from worker.lifetime import die_with_parent
 
 log = logging.getLogger("sharder.simulated")
+
+FIRST_BACKOFF = 1.0
+MAX_BACKOFF = 30.0
 
 
 class SimulatorChild:
@@ -36,6 +40,8 @@ class SimulatorChild:
         ]  # fmt: skip
         self.process: subprocess.Popen[bytes] | None = None
         self.endpoints: SimulatorEndpoints | None = None
+        self._backoff = FIRST_BACKOFF
+        self._next_attempt = 0.0
 
     def start(self) -> SimulatorEndpoints:
         flags = list(self.flags)
@@ -48,14 +54,26 @@ class SimulatorChild:
         return self.endpoints
 
     def check(self) -> None:
-        """Start the simulator again if it exited."""
+        """Start the simulator again if it exited (with a growing pause between failures).
+
+        Synchronous on purpose: it runs between two passes of the supervisor loop and takes a
+        fraction of a second; a thread would make the parent-death hook unsafe in the child.
+        """
         if self.process is None or self.process.poll() is None:
+            return
+        now = time.monotonic()
+        if now < self._next_attempt:
             return
         log.error("the simulator exited with %s; starting it again", self.process.returncode)
         try:
             self.start()
+            self._backoff = FIRST_BACKOFF
         except (OSError, RuntimeError, TimeoutError) as error:
-            log.error("the simulator did not come back: %s", error)
+            log.error(
+                "the simulator did not come back: %s; next try in %.0f s", error, self._backoff
+            )
+            self._next_attempt = now + self._backoff
+            self._backoff = min(self._backoff * 2, MAX_BACKOFF)
 
     def stop(self) -> None:
         if self.process is not None:

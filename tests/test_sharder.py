@@ -4,6 +4,7 @@ and the simulator; what a user of the reference bot and of ``ShardContext`` sees
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -225,3 +226,30 @@ async def test_status_restart_and_stop_from_the_command_line() -> None:
         stopped = await asyncio.to_thread(run_cli, "stop", cwd=here)
         assert stopped.returncode == 0 and "stopping" in stopped.stdout
         assert await asyncio.to_thread(sharder.process.wait, 20) == 0
+
+
+async def test_the_simulator_child_is_restarted_on_its_port_and_the_shards_come_back() -> None:
+    async with running_sharder(shards=2, workers=1, guilds=4) as sharder:
+        before = await sharder.wait_ready()
+        first = simulator_child(sharder.process.pid)
+        assert first is not None
+        first.kill()
+        for _ in range(200):  # a new simulator on the same port, and every shard back
+            await asyncio.sleep(0.1)
+            now = simulator_child(sharder.process.pid)
+            if now is not None and now.pid != first.pid and all_ready(await sharder.status()):
+                break
+        else:
+            raise AssertionError("the simulator or the shards did not come back")
+        after = await sharder.status()
+        assert after["api_url"] == before["api_url"]  # the same port: the workers' URLs hold
+        assert "the simulator exited" in sharder.log()
+        assert (await sharder.ask("!ping")).startswith("pong from shard")
+
+
+def simulator_child(master: int) -> psutil.Process | None:
+    for child in psutil.Process(master).children():
+        with contextlib.suppress(psutil.Error):  # a child may be gone while we look
+            if "simulator" in " ".join(child.cmdline()):
+                return child
+    return None

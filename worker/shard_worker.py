@@ -209,7 +209,6 @@ class ShardWorker:
                 )
             )
 
-        @bot.listen(hikari.PresenceUpdateEvent)
         async def presence(event: hikari.PresenceUpdateEvent) -> None:
             # Relayed through the master, so that every shard can answer ctx.state.presence().
             update = PresenceUpdate(
@@ -220,6 +219,9 @@ class ShardWorker:
             )
             self.ctx.state.note_presence(update)
             self.link.send(update)
+
+        if self.spec.intents & hikari.Intents.GUILD_PRESENCES:  # hikari warns of it otherwise
+            bot.subscribe(hikari.PresenceUpdateEvent, presence)
 
         async def counted(event: hikari.Event) -> None:
             self.events += 1
