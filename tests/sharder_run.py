@@ -176,26 +176,25 @@ async def running_sharder(
         supervisor=supervisor,
     )
     config_path.write_text(text)
-    running = launch(directory, config_path, flags, environment or {})
+    try:
+        async with attended(launch(directory, config_path, flags, environment or {})) as running:
+            yield running
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def restart_in(previous: RunningSharder) -> contextlib.AbstractAsyncContextManager[RunningSharder]:
+    """A new master in the directory of one that has ended: same config, same state file."""
+    return attended(launch(previous.directory, previous.directory / "sharder.toml", (), {}))
+
+
+@contextlib.asynccontextmanager
+async def attended(running: RunningSharder) -> AsyncIterator[RunningSharder]:
+    """Its log shown if the test fails; stopped, and everything it started gone, at the end."""
     try:
         yield running
     except BaseException:
         sys.stderr.write(f"--- sharder log ---\n{running.log()[-20000:]}\n")
-        raise
-    finally:
-        running.remember_children()
-        stop(running)
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-@contextlib.asynccontextmanager
-async def restart_in(previous: RunningSharder) -> AsyncIterator[RunningSharder]:
-    """A new master in the directory of one that has ended: same config, same state file."""
-    running = launch(previous.directory, previous.directory / "sharder.toml", (), {})
-    try:
-        yield running
-    except BaseException:
-        sys.stderr.write(f"--- restarted sharder log ---\n{running.log()[-20000:]}\n")
         raise
     finally:
         running.remember_children()
