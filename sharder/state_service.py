@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from protocol import RoutingTable
-from protocol.merge import Clock, LwwMap, Stamp
+from protocol.merge import Clock, LwwMap
 from protocol.messages import (
     GuildSync,
     ReplyError,
@@ -76,7 +76,7 @@ class StateService:
         if scope not in ("guild_config", "user_data"):
             raise StoreError(f"{scope} cannot be set field by field; only guild_config, user_data")
         change = LwwMap()
-        stamp = self._master_stamp()
+        stamp = self._clock.now()
         for name, value in fields.items():
             change.set(name, value, stamp)
         version = await self.store.merge(scope, key, change)
@@ -145,6 +145,3 @@ class StateService:
         if connection is not None and connection.is_open:
             for message in messages:
                 connection.send_soon(message)
-
-    def _master_stamp(self) -> Stamp:
-        return self._clock.now()

@@ -265,17 +265,20 @@ class Supervisor:
 
     def _ask_to_stop(self, handle: WorkerHandle, reason: str, resumable: bool) -> None:
         """SHARD_DISCONNECT for all its shards; SIGKILL if it has not exited by the deadline."""
-        if handle.connection is not None and handle.connection.is_open:
-            handle.connection.send_batch_nowait(
-                [
-                    ShardDisconnect(
-                        shard_ids=list(handle.shard_ids), reason=reason, resumable=resumable
-                    )
-                ]
-            )
+        self._disconnect(handle, reason, resumable)
         process = handle.process
         if process is not None:
             self._later(self._kill_if_alive(process, self.config.supervisor.shutdown_timeout))
+
+    @staticmethod
+    def _disconnect(handle: WorkerHandle, reason: str, resumable: bool) -> None:
+        """Tell a worker to disconnect all its shards and exit (keeping the sessions if
+        ``resumable``)."""
+        if handle.connection is not None and handle.connection.is_open:
+            message = ShardDisconnect(
+                shard_ids=list(handle.shard_ids), reason=reason, resumable=resumable
+            )
+            handle.connection.send_batch_nowait([message])
 
     async def _kill_if_alive(
         self, process: multiprocessing.process.BaseProcess, after: float
@@ -291,10 +294,7 @@ class Supervisor:
         for handle in self.workers.values():
             if handle.process is not None:
                 handle.state = "stopping"
-                if handle.connection is not None and handle.connection.is_open:
-                    handle.connection.send_batch_nowait(
-                        [ShardDisconnect(shard_ids=list(handle.shard_ids), reason="shutdown")]
-                    )
+                self._disconnect(handle, "shutdown", resumable=False)
         deadline = time.monotonic() + self.config.supervisor.shutdown_timeout
         while self._alive() and not self._force and time.monotonic() < deadline:
             # Exits and a second signal wake the loop; the poll also catches a missed sentinel.

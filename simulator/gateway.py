@@ -165,7 +165,8 @@ class Gateway:
         encoded: bytes | None = None
         without_content: bytes | None = None
         reached = 0
-        for session in list(self.sessions.for_guild(guild_id)):
+        # No copy: a dispatch never changes the registry (a dropped connection detaches later).
+        for session in self.sessions.for_guild(guild_id):
             if required and not session.intents & required:
                 continue
             if event == "MESSAGE_CREATE" and not session.intents & MESSAGE_CONTENT:
