@@ -38,7 +38,6 @@ ErrorCode = Literal[
 ]
 ShardState = Literal["starting", "waiting_identify", "connecting", "ready", "resuming", "down"]
 StateScope = Literal["guild_config", "member_activity", "permissions", "user_data"]
-ComputeTask = Literal["math", "jumbo"]
 
 
 def deadline_in(seconds: float) -> float:
@@ -255,7 +254,9 @@ class PresenceUpdate(Message, tag="PRESENCE_UPDATE"):
 
 
 class ComputeRequest(Request, tag="COMPUTE_REQUEST"):
-    task: ComputeTask
+    """Run compute task ``task`` ("math", "jumbo", or one the bot registered) on ``args``."""
+
+    task: Name
     args: dict[str, Any]
 
 

@@ -184,6 +184,8 @@ def start(args: argparse.Namespace, config: Config) -> int:
             simulated=True,
             identify_window=config.simulator.identify_window,
             session_period=config.simulator.session_start_reset,
+            custom_emoji_url=f"{endpoints.cdn_url}/emojis/",
+            unicode_emoji_url=f"{endpoints.cdn_url}/emojis/unicode/",
         )
     else:
         token = config_module.token_from_environment(config)
@@ -200,6 +202,8 @@ def start(args: argparse.Namespace, config: Config) -> int:
             simulated=False,
             identify_window=config_module.DISCORD_IDENTIFY_WINDOW,
             session_period=config_module.DISCORD_SESSION_PERIOD,
+            custom_emoji_url=config.compute.custom_emoji_url,
+            unicode_emoji_url=config.compute.unicode_emoji_url,
         )
     # Workers write to the same terminal; under the live table only their warnings show.
     supervisor = Supervisor(config, discord, worker_log_level="WARNING" if live else None)

@@ -63,6 +63,29 @@ class SupervisorSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     replay_margin: Annotated[float, msgspec.Meta(ge=0, le=25)] = 2.0
 
 
+class ComputeSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The compute pool: processes for CPU work (math, emoji images) off the shard workers."""
+
+    workers: Annotated[int, msgspec.Meta(ge=0)] = 0  # compute processes; 0: one per core
+    queue_size: Annotated[int, msgspec.Meta(ge=0)] = 64  # tasks waiting for a free process
+    task_timeout: Positive = 10.0  # default deadline of ctx.compute calls
+    cpu_seconds: Count = 5  # CPU time one task may use (RLIMIT_CPU), then the process dies
+    memory_mb: Count = 1024  # address space of a compute process (RLIMIT_AS)
+    # ``module:function`` called in each compute process with its task registry: own tasks.
+    entry_point: Annotated[str, msgspec.Meta(pattern=r"^([\w.]+:\w+)?$")] = ""
+    max_emoji: Count = 10  # emoji one !jumbo composes
+    jumbo_height: Annotated[int, msgspec.Meta(ge=16, le=512)] = 128  # pixels
+    custom_emoji_url: Annotated[str, msgspec.Meta(pattern=r"^https?://")] = (
+        "https://cdn.discordapp.com/emojis/"
+    )
+    unicode_emoji_url: Annotated[str, msgspec.Meta(pattern=r"^https?://")] = (
+        "https://cdn.jsdelivr.net/gh/jdecked/twemoji@15.1.0/assets/72x72/"
+    )
+    emoji_timeout: Positive = 5.0  # per image fetch
+    emoji_max_bytes: Count = 2 * 1024 * 1024  # per image fetched
+    emoji_cache_mb: Annotated[int, msgspec.Meta(ge=0)] = 32  # fetched images kept per process
+
+
 class StateSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     path: Annotated[str, msgspec.Meta(min_length=1)] = "sharder-state.db"  # SQLite, WAL
 
@@ -93,6 +116,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     supervisor: SupervisorSection = msgspec.field(default_factory=SupervisorSection)
     control: ControlSection = msgspec.field(default_factory=ControlSection)
     state: StateSection = msgspec.field(default_factory=StateSection)
+    compute: ComputeSection = msgspec.field(default_factory=ComputeSection)
     simulator: SimulatorSection = msgspec.field(default_factory=SimulatorSection)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -5,7 +5,8 @@ the answer comes back the same way, found by its nonce (unique across processes,
 ``worker.ipc``). A ``COMMAND_BROADCAST`` goes to every worker and its answers are gathered into
 one outcome per shard. Whatever happens, the asker gets one answer: the target's, or an error at
 once when the target is down, or an error at the deadline, or an error the moment the target
-dies. Messages that are not requests (heartbeat acks, shard reports) go to the supervisor.
+dies. Compute requests and messages that are not requests (heartbeat acks, shard reports) go
+to the supervisor.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from protocol.deadlines import DeadlineWheel
 from protocol.messages import (
     CommandBroadcast,
     CommandExec,
+    ComputeRequest,
     ErrorCode,
     HeartbeatAck,
     IdentifyRequest,
@@ -57,6 +59,9 @@ class WorkerReports(Protocol):
     def on_state_update(self, handle: WorkerHandle, update: StateUpdate) -> None: ...
     def on_state_sync(self, handle: WorkerHandle, request: StateSync) -> None: ...
     def on_presence(self, handle: WorkerHandle, presence: PresenceUpdate, frame: Frame) -> None: ...
+    def on_compute_request(
+        self, handle: WorkerHandle, request: ComputeRequest, frame: Frame
+    ) -> None: ...
 
 
 @dataclass(slots=True)
@@ -119,6 +124,8 @@ class Router:
             self._forward(handle, message, frame)
         elif isinstance(message, CommandBroadcast):
             self._gather(handle, message, frame)
+        elif isinstance(message, ComputeRequest):
+            self.reports.on_compute_request(handle, message, frame)
         elif isinstance(message, HeartbeatAck):
             self.reports.on_heartbeat_ack(handle, message)
         elif isinstance(message, ShardReady):

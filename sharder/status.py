@@ -43,6 +43,28 @@ class ShardStatus(msgspec.Struct, kw_only=True):
     identify_queue: int | None = None  # IDENTIFYs of its bucket before its own, while waiting
 
 
+class ComputeStatus(msgspec.Struct, kw_only=True):
+    id: int
+    pid: int | None
+    state: WorkerState
+    task: str | None  # the task it runs now
+    tasks_done: int
+    restarts: int
+    rss_bytes: int
+    last_exit: str | None
+
+
+class ComputePoolStatus(msgspec.Struct, kw_only=True):
+    """The compute pool's queue and what became of the tasks it took."""
+
+    queued: int = 0
+    queue_size: int = 0
+    done: int = 0  # answered by a compute worker, value or refusal
+    timed_out: int = 0  # past their deadline: queued, or running and killed
+    busy: int = 0  # refused at once: the queue was full
+    lost: int = 0  # the compute worker died while running them
+
+
 class SharderStatus(msgspec.Struct, kw_only=True):
     pid: int
     uptime_s: float
@@ -53,6 +75,8 @@ class SharderStatus(msgspec.Struct, kw_only=True):
     events_per_s: float
     workers: list[WorkerStatus]
     shards: list[ShardStatus]
+    compute: list[ComputeStatus] = []
+    compute_pool: ComputePoolStatus = msgspec.field(default_factory=ComputePoolStatus)
     workers_connected_s: float | None = None  # from start to every worker's hello
     shards_ready_s: float | None = None  # from start to every shard ready
 

@@ -1,11 +1,12 @@
-"""The supervisor: one loop that keeps every shard worker alive; the master's signal handler.
+"""The supervisor: one loop that keeps every child process alive; the master's signal handler.
 
 Each pass of the loop (at least once per heartbeat interval, at once when something happens)
 reaps workers that exited, pings the living, kills the hung, and starts the restarts that are
 due. A process exit is seen the moment it happens through the process sentinel; a hang is seen
 after ``heartbeat_misses`` unanswered pings. Restarts back off exponentially, and a worker that
 exits more than ``crash_loop_restarts`` times within ``crash_loop_window`` is left failed while
-the others keep serving.
+the others keep serving. Children are the shard workers and the compute workers; they differ
+in what they are spawned with and whom their messages go to (the router, the compute pool).
 
     spawning --hello--> starting --all shards ready--> ready
         \\                   \\                         /
@@ -38,6 +39,7 @@ from protocol import (
     socket_from_pipe,
 )
 from protocol.messages import (
+    ComputeRequest,
     Heartbeat,
     HeartbeatAck,
     Hello,
@@ -52,6 +54,7 @@ from protocol.messages import (
     StateUpdate,
 )
 from sharder import gateway_info
+from sharder.compute_pool import ComputePool
 from sharder.config import Config
 from sharder.identify import IdentifyGate
 from sharder.router import Router
@@ -59,9 +62,9 @@ from sharder.state_service import StateService
 from sharder.status import SharderStatus
 from sharder.store import StateStore, StoreError
 from sharder.systemd import Notifier
-from sharder.workers import WorkerHandle
-from worker import shard_worker
-from worker.spec import WorkerSpec
+from sharder.workers import ChildHandle, ComputeHandle, WorkerHandle
+from worker import compute_worker, shard_worker
+from worker.spec import ComputeSpec, WorkerSpec
 
 log = logging.getLogger("sharder.supervisor")
 
@@ -84,6 +87,8 @@ class Discord:
     simulated: bool
     identify_window: float  # Discord's is 5 s; the simulator's may be shorter
     session_period: float  # Discord's session budget refills daily; the simulator's may sooner
+    custom_emoji_url: str  # CDN bases the compute workers fetch emoji images from
+    unicode_emoji_url: str
 
 
 class Supervisor:
@@ -100,6 +105,10 @@ class Supervisor:
             worker_id: WorkerHandle(worker_id, self.table.shards_of(worker_id), backoff)
             for worker_id in range(sharding.workers)
         }
+        self.compute = {
+            compute_id: ComputeHandle(compute_id, backoff)
+            for compute_id in range(config.compute.workers or os.cpu_count() or 1)
+        }
         self.state: Literal["starting", "running", "stopping"] = "starting"
         self.started_at = time.monotonic()
         self.exit_code = 0
@@ -109,9 +118,10 @@ class Supervisor:
         self._stop_signalled_at = 0.0
         self._next_heartbeat = 0.0
         self._heartbeat_nonce = 0
-        self._exited: set[int] = set()
+        self._exited: set[ChildHandle] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.router: Router
+        self.pool = ComputePool(self.compute, self.workers, config.compute.queue_size, self)
         self.gate: IdentifyGate | None = None  # made once Discord said its limits
         self.state_service: StateService | None = None  # made once the store is open
         # Called once per loop pass, e.g. to restart a supervised simulator.
@@ -154,8 +164,8 @@ class Supervisor:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self._on_signal, signum)
         try:
-            for handle in self.workers.values():
-                self._spawn(handle)
+            for child in self._children():
+                self._spawn(child)
             while not self._stop_requested:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._until_next_heartbeat()):
@@ -173,18 +183,18 @@ class Supervisor:
 
     def _tick(self) -> None:
         now = time.monotonic()
-        for worker_id in sorted(self._exited):
-            self._reap(self.workers[worker_id], now)
+        for child in self._exited:
+            self._reap(child, now)
         self._exited.clear()
         if now >= self._next_heartbeat:
             self._heartbeat(now)
-        for handle in self.workers.values():
+        for child in self._children():
             if (
-                handle.state == "backoff"
-                and handle.restart_at is not None
-                and now >= handle.restart_at
+                child.state == "backoff"
+                and child.restart_at is not None
+                and now >= child.restart_at
             ):
-                self._spawn(handle)
+                self._spawn(child)
         if self.connected_after is None and all(h.serving for h in self.workers.values()):
             self.connected_after = now - self.started_at
         if self.state == "starting" and all(
@@ -196,6 +206,9 @@ class Supervisor:
         if self.notifier.enabled:
             self._notify(now)
         self.on_tick()
+
+    def _children(self) -> list[ChildHandle]:
+        return [*self.workers.values(), *self.compute.values()]
 
     def _until_next_heartbeat(self) -> float:
         wake_at = self._next_heartbeat
@@ -271,10 +284,14 @@ class Supervisor:
             self._later(self._kill_if_alive(process, self.config.supervisor.shutdown_timeout))
 
     @staticmethod
-    def _disconnect(handle: WorkerHandle, reason: str, resumable: bool) -> None:
+    def _disconnect(handle: ChildHandle, reason: str, resumable: bool) -> None:
         """Tell a worker to disconnect all its shards and exit (keeping the sessions if
-        ``resumable``)."""
-        if handle.connection is not None and handle.connection.is_open:
+        ``resumable``); a compute worker exits when its link closes."""
+        if handle.connection is None or not handle.connection.is_open:
+            return
+        if isinstance(handle, ComputeHandle):
+            handle.connection.close()
+        elif isinstance(handle, WorkerHandle):
             message = ShardDisconnect(
                 shard_ids=list(handle.shard_ids), reason=reason, resumable=resumable
             )
@@ -291,10 +308,10 @@ class Supervisor:
     async def _shutdown(self) -> None:
         self.state = "stopping"
         self.notifier.stopping("stopping: disconnecting the shards")
-        for handle in self.workers.values():
-            if handle.process is not None:
-                handle.state = "stopping"
-                self._disconnect(handle, "shutdown", resumable=False)
+        for child in self._children():
+            if child.process is not None:
+                child.state = "stopping"
+                self._disconnect(child, "shutdown", resumable=False)
         deadline = time.monotonic() + self.config.supervisor.shutdown_timeout
         while self._alive() and not self._force and time.monotonic() < deadline:
             # Exits and a second signal wake the loop; the poll also catches a missed sentinel.
@@ -302,21 +319,21 @@ class Supervisor:
                 async with asyncio.timeout(STOP_POLL):
                     await self._wake.wait()
             self._wake.clear()
-        stragglers = list(self._alive())
+        stragglers = self._alive()
         if stragglers:
-            log.warning("killing workers %s that did not stop in time", [h.id for h in stragglers])
+            log.warning("killing %s: not stopped in time", ", ".join(map(str, stragglers)))
         self._kill_all()
-        for handle in self.workers.values():
-            handle.state = "stopped"
-            handle.forget_process()
+        for child in self._children():
+            child.state = "stopped"
+            child.forget_process()
         log.info("stopped")
 
-    def _alive(self) -> list[WorkerHandle]:
-        return [h for h in self.workers.values() if h.process is not None and h.process.is_alive()]
+    def _alive(self) -> list[ChildHandle]:
+        return [c for c in self._children() if c.process is not None and c.process.is_alive()]
 
     def _kill_all(self) -> None:
-        for handle in self.workers.values():
-            process = handle.process
+        for child in self._children():
+            process = child.process
             if process is not None and process.is_alive():
                 process.kill()
             if process is not None:
@@ -325,14 +342,37 @@ class Supervisor:
 
     # -- spawning and reaping ------------------------------------------------------------------
 
-    def _spawn(self, handle: WorkerHandle) -> None:
+    def _spawn(self, handle: ChildHandle) -> None:
+        parent_end, child_end = SPAWN.Pipe(duplex=True)
+        name = f"sharder-{handle.kind}-{handle.id}"
+        if isinstance(handle, WorkerHandle):
+            spec = self._worker_spec(handle)
+            process = SPAWN.Process(target=shard_worker.main, args=(spec, child_end), name=name)
+        else:
+            assert isinstance(handle, ComputeHandle)
+            compute = self._compute_spec(handle)
+            process = SPAWN.Process(
+                target=compute_worker.main, args=(compute, child_end), name=name
+            )
+        process.start()
+        child_end.close()
+        handle.process = process
+        handle.kill_reason = None
+        handle.state = "spawning"
+        handle.restart_at = None
+        handle.spawned_at = time.monotonic()
+        asyncio.get_running_loop().add_reader(process.sentinel, self._on_exit, handle, process)
+        log.info("%s spawned (pid %d)", handle, process.pid)
+        self._later(self._connect(handle, process, parent_end))
+
+    def _worker_spec(self, handle: WorkerHandle) -> WorkerSpec:
         sessions = (
             handle.sessions_to_resume(self.config.supervisor.replay_margin)
             if self.config.supervisor.resume_sessions
             else {}
         )
         handle.spawned_with_sessions = bool(sessions)
-        spec = WorkerSpec(
+        return WorkerSpec(
             worker_id=handle.id,
             shard_ids=tuple(handle.shard_ids),
             shard_count=self.config.sharding.shards,
@@ -342,28 +382,33 @@ class Supervisor:
             intents=self.discord.intents,
             master_pid=os.getpid(),
             request_timeout=self.config.supervisor.request_timeout,
+            compute_timeout=self.config.compute.task_timeout,
             log_level=self.worker_log_level,
             sessions=sessions,
             guild_counts=dict(handle.guild_counts),
         )
-        parent_end, child_end = SPAWN.Pipe(duplex=True)
-        process = SPAWN.Process(
-            target=shard_worker.main, args=(spec, child_end), name=f"sharder-worker-{handle.id}"
+
+    def _compute_spec(self, handle: ComputeHandle) -> ComputeSpec:
+        compute = self.config.compute
+        return ComputeSpec(
+            compute_id=handle.id,
+            master_pid=os.getpid(),
+            log_level=self.worker_log_level,
+            cpu_seconds=compute.cpu_seconds,
+            memory_bytes=compute.memory_mb * 1024 * 1024,
+            entry_point=compute.entry_point,
+            max_emoji=compute.max_emoji,
+            jumbo_height=compute.jumbo_height,
+            custom_emoji_url=self.discord.custom_emoji_url,
+            unicode_emoji_url=self.discord.unicode_emoji_url,
+            emoji_timeout=compute.emoji_timeout,
+            emoji_max_bytes=compute.emoji_max_bytes,
+            emoji_cache_bytes=compute.emoji_cache_mb * 1024 * 1024,
         )
-        process.start()
-        child_end.close()
-        handle.process = process
-        handle.kill_reason = None
-        handle.state = "spawning"
-        handle.restart_at = None
-        handle.spawned_at = time.monotonic()
-        asyncio.get_running_loop().add_reader(process.sentinel, self._on_exit, handle.id, process)
-        log.info("worker %d spawned (pid %d, shards %s)", handle.id, process.pid, handle.shard_ids)
-        self._later(self._connect(handle, process, parent_end))
 
     async def _connect(
         self,
-        handle: WorkerHandle,
+        handle: ChildHandle,
         process: multiprocessing.process.BaseProcess,
         pipe: multiprocessing.connection.Connection,
     ) -> None:
@@ -376,15 +421,20 @@ class Supervisor:
             )
         except Exception as error:
             if handle.process is process and process.is_alive():
-                log.error("worker %d did not say hello: %s; killing it", handle.id, error)
+                log.error("%s did not say hello: %s; killing it", handle, error)
                 self._kill(handle, f"no hello: {error}")
             return
         if handle.process is not process:
             connection.close()
             return
         handle.connection = connection
-        handle.state = "starting"
-        connection.deliver_to(self.router.receiver(handle))
+        if isinstance(handle, WorkerHandle):
+            handle.state = "starting"
+            connection.deliver_to(self.router.receiver(handle))
+        elif isinstance(handle, ComputeHandle):
+            handle.state = "ready"
+            connection.deliver_to(self.pool.receiver(handle))
+            self.pool.worker_up(handle)
         await connection.wait_closed()
         if handle.process is not process or handle.stopping:
             return
@@ -393,25 +443,31 @@ class Supervisor:
             self._later(self._kill_if_alive(process, self.config.supervisor.shutdown_timeout))
             return
         # The worker sent what is not a frame: it cannot be trusted to carry on.
-        log.error("worker %d link ended: %s; replacing it", handle.id, connection.error)
+        log.error("%s link ended: %s; replacing it", handle, connection.error)
         self._kill(handle, f"link ended: {connection.error}")
 
-    def _kill(self, handle: WorkerHandle, reason: str) -> None:
-        """Kill the worker's process for ``reason``, which its exit will be reported with."""
+    def _kill(self, handle: ChildHandle, reason: str) -> None:
+        """Kill the child's process for ``reason``, which its exit will be reported with."""
         handle.kill_reason = reason
         if handle.process is not None:
             handle.process.kill()
 
-    def _on_exit(self, worker_id: int, process: multiprocessing.process.BaseProcess) -> None:
+    def replace(self, handle: ChildHandle, reason: str) -> None:
+        """Kill the child's process and start the next at once: not a crash, no backoff."""
+        handle.restart_requested = True
+        handle.state = "stopping"
+        self._kill(handle, reason)
+
+    def _on_exit(self, handle: ChildHandle, process: multiprocessing.process.BaseProcess) -> None:
         self._stop_watching(process)
-        self._exited.add(worker_id)
+        self._exited.add(handle)
         self.wake()
 
     def _stop_watching(self, process: multiprocessing.process.BaseProcess) -> None:
         with contextlib.suppress(ValueError, OSError):
             asyncio.get_running_loop().remove_reader(process.sentinel)
 
-    def _reap(self, handle: WorkerHandle, now: float) -> None:
+    def _reap(self, handle: ChildHandle, now: float) -> None:
         process = handle.process
         if process is None:
             return
@@ -421,21 +477,29 @@ class Supervisor:
         if handle.connection is not None:
             handle.connection.close()
         handle.forget_process()
-        self.router.worker_down(handle.id)
-        for shard_id in handle.shard_ids:
-            if self.gate is not None:
-                self.gate.forget(shard_id)
+        if isinstance(handle, WorkerHandle):
+            self.router.worker_down(handle.id)
+            self.pool.origin_down(handle.id)
+            for shard_id in handle.shard_ids:
+                if self.gate is not None:
+                    self.gate.forget(shard_id)
+        elif isinstance(handle, ComputeHandle):
+            self.pool.worker_down(handle)
         if self.state == "stopping" or self._stop_requested:
             handle.state = "stopped"
             return
         if handle.restart_requested:
             handle.restart_requested = False
             handle.restarts += 1
-            log.info("worker %d stopped for its restart (%s)", handle.id, how)
+            log.info("%s stopped for its restart (%s)", handle, how)
             self._spawn(handle)
             return
         lived = now - handle.spawned_at
-        if handle.spawned_with_sessions and lived < POISON_WINDOW:
+        if (
+            isinstance(handle, WorkerHandle)
+            and handle.spawned_with_sessions
+            and lived < POISON_WINDOW
+        ):
             # Died right after taking the sessions over: what Discord replayed may be what
             # killed it, and would again. The next process starts new sessions.
             log.warning(
@@ -448,20 +512,21 @@ class Supervisor:
         if recent > self.config.supervisor.crash_loop_restarts:
             handle.state = "failed"
             log.error(
-                "worker %d failed: %d exits within %.0f s (last: %s); its shards %s stay down",
-                handle.id,
+                "%s failed: %d exits within %.0f s (last: %s); it stays down",
+                handle,
                 recent,
                 self.config.supervisor.crash_loop_window,
                 handle.last_exit,
-                handle.shard_ids,
             )
+            if isinstance(handle, ComputeHandle):
+                self.pool.worker_down(handle)  # the queue may now have nobody to run it
             return
         handle.state = "backoff"
         handle.restarts += 1
         handle.restart_at = now + handle.backoff
         log.warning(
-            "worker %d exited (%s); restart %d in %.1f s",
-            handle.id,
+            "%s exited (%s); restart %d in %.1f s",
+            handle,
             handle.last_exit,
             handle.restarts,
             handle.backoff,
@@ -473,14 +538,20 @@ class Supervisor:
     def _heartbeat(self, now: float) -> None:
         interval = self.config.supervisor.heartbeat_interval
         self._next_heartbeat = now + interval
-        for handle in self.workers.values():
+        for handle in self._children():
             connection = handle.connection
-            if connection is None or not connection.is_open or handle.state == "stopping":
+            if (
+                connection is None
+                or not connection.is_open
+                or handle.state == "stopping"
+                or not handle.watched
+            ):
+                handle.unacked_heartbeats = 0
                 continue
             if handle.unacked_heartbeats >= self.config.supervisor.heartbeat_misses:
                 log.error(
-                    "worker %d is hung: %d heartbeats unanswered; killing it",
-                    handle.id,
+                    "%s is hung: %d heartbeats unanswered; killing it",
+                    handle,
                     handle.unacked_heartbeats,
                 )
                 self._kill(handle, f"hung: {handle.unacked_heartbeats} heartbeats unanswered")
@@ -493,7 +564,7 @@ class Supervisor:
 
     # -- what workers report (the router's WorkerReports) --------------------------------------
 
-    def on_heartbeat_ack(self, handle: WorkerHandle, ack: HeartbeatAck) -> None:
+    def on_heartbeat_ack(self, handle: ChildHandle, ack: HeartbeatAck) -> None:
         was = handle.state
         handle.record_ack(ack)
         if handle.state != was:
@@ -555,6 +626,11 @@ class Supervisor:
         if self.state_service is not None:
             self.state_service.on_sync(handle, request)
 
+    def on_compute_request(
+        self, handle: WorkerHandle, request: ComputeRequest, frame: Frame
+    ) -> None:
+        self.pool.submit(handle, request, frame)
+
     # -- status ----------------------------------------------------------------------------------
 
     def status(self) -> SharderStatus:
@@ -578,6 +654,8 @@ class Supervisor:
             shards_ready_s=self.ready_after,
             workers=workers,
             shards=shards,
+            compute=[handle.status() for handle in self.compute.values()],
+            compute_pool=self.pool.status(),
         )
 
     def _later(self, coroutine: Coroutine[Any, Any, None]) -> None:

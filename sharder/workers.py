@@ -1,8 +1,10 @@
-"""The master's view of one shard worker: its process, its link, its health and its restarts.
+"""The master's view of its child processes: each one's process, link, health and restarts.
 
 A handle outlives the processes it runs: each restart puts a new process and connection in the
-same handle, so the worker keeps its id, its shards and its restart history. The supervisor
-drives the transitions; the handle keeps the facts and answers questions about them.
+same handle, so the child keeps its id and its restart history. ``ChildHandle`` holds what
+every child has; a shard worker (``WorkerHandle``) adds its shards and their sessions, a
+compute worker (``ComputeHandle``) the task it runs. The supervisor drives the transitions; the
+handles keep the facts and answer questions about them.
 """
 
 from __future__ import annotations
@@ -12,18 +14,19 @@ from collections import deque
 from multiprocessing.process import BaseProcess
 
 from protocol import Connection
-from protocol.messages import HeartbeatAck, ShardHealth
-from sharder.status import ShardStatus, WorkerState, WorkerStatus
+from protocol.messages import ComputeRequest, HeartbeatAck, ShardHealth
+from sharder.status import ComputeStatus, ShardStatus, WorkerState, WorkerStatus
 from worker.shard_hooks import Session
 
 SERVING_STATES: frozenset[WorkerState] = frozenset({"starting", "ready"})
 SESSION_HISTORY = 30.0  # seconds of reported sessions kept for a handover
 
 
-class WorkerHandle:
-    def __init__(self, worker_id: int, shard_ids: list[int], first_backoff: float) -> None:
-        self.id = worker_id
-        self.shard_ids = shard_ids
+class ChildHandle:
+    kind = "child"
+
+    def __init__(self, child_id: int, first_backoff: float) -> None:
+        self.id = child_id
         self.state: WorkerState = "stopped"
         self.process: BaseProcess | None = None
         self.connection: Connection | None = None
@@ -38,6 +41,96 @@ class WorkerHandle:
         self.kill_reason: str | None = None  # why the master killed the current process
         self.unacked_heartbeats = 0
         self.health: HeartbeatAck | None = None
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.id}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    @property
+    def serving(self) -> bool:
+        """Connected and not stopping: work may go to it."""
+        return (
+            self.state in SERVING_STATES and self.connection is not None and self.connection.is_open
+        )
+
+    @property
+    def stopping(self) -> bool:
+        return self.state == "stopping"
+
+    @property
+    def watched(self) -> bool:
+        """Whether missed heartbeats count against it now."""
+        return True
+
+    def record_ack(self, ack: HeartbeatAck) -> None:
+        self.unacked_heartbeats = 0
+        self.health = ack
+
+    def forget_process(self) -> None:
+        """The process is gone: its health is no longer known."""
+        self.process = None
+        self.connection = None
+        self.health = None
+        self.unacked_heartbeats = 0
+
+    def count_exit(self, now: float, window: float) -> int:
+        """Record an unplanned exit; how many happened within the crash-loop window."""
+        self.exits.append(now)
+        while self.exits and now - self.exits[0] > window:
+            self.exits.popleft()
+        return len(self.exits)
+
+
+class ComputeHandle(ChildHandle):
+    """A compute worker: one task at a time, so its load is whether it runs one."""
+
+    kind = "compute"
+
+    def __init__(self, child_id: int, first_backoff: float) -> None:
+        super().__init__(child_id, first_backoff)
+        self.task: ComputeRequest | None = None
+        self.task_origin = 0  # the shard worker that asked for the running task
+        self.tasks_done = 0
+
+    @property
+    def idle(self) -> bool:
+        return self.serving and self.task is None
+
+    @property
+    def watched(self) -> bool:
+        # A task runs on the process's only thread: its deadline watches it, not heartbeats.
+        return self.task is None
+
+    def describe(self) -> str:
+        if self.state == "failed":
+            return f"compute worker {self.id} failed: {self.last_exit}"
+        return f"compute worker {self.id} is {self.state}"
+
+    def status(self) -> ComputeStatus:
+        health = self.health
+        return ComputeStatus(
+            id=self.id,
+            pid=self.pid,
+            state=self.state,
+            task=self.task.task if self.task is not None else None,
+            tasks_done=self.tasks_done,
+            restarts=self.restarts,
+            rss_bytes=health.rss_bytes if health else 0,
+            last_exit=self.last_exit,
+        )
+
+
+class WorkerHandle(ChildHandle):
+    """A shard worker: its shards, their health, and the sessions a next process resumes."""
+
+    kind = "worker"
+
+    def __init__(self, worker_id: int, shard_ids: list[int], first_backoff: float) -> None:
+        super().__init__(worker_id, first_backoff)
+        self.shard_ids = shard_ids
         self.shards: dict[int, ShardHealth] = {
             shard_id: ShardHealth(shard_id=shard_id, state="down") for shard_id in shard_ids
         }
@@ -48,21 +141,6 @@ class WorkerHandle:
         self.session_history: dict[int, deque[tuple[float, Session]]] = {}
         self.guild_counts: dict[int, int] = {}
         self.spawned_with_sessions = False
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
-
-    @property
-    def serving(self) -> bool:
-        """Connected and not stopping: routed requests may go to it."""
-        return (
-            self.state in SERVING_STATES and self.connection is not None and self.connection.is_open
-        )
-
-    @property
-    def stopping(self) -> bool:
-        return self.state == "stopping"
 
     def describe(self) -> str:
         """Why this worker cannot take a request, in words for an error reply."""
@@ -76,8 +154,7 @@ class WorkerHandle:
         return f"worker {self.id} ({shards}) is {self.state}"
 
     def record_ack(self, ack: HeartbeatAck) -> None:
-        self.unacked_heartbeats = 0
-        self.health = ack
+        super().record_ack(ack)
         for shard in ack.shards:
             if shard.shard_id in self.shards:
                 self.shards[shard.shard_id] = shard
@@ -134,21 +211,11 @@ class WorkerHandle:
 
     def forget_process(self) -> None:
         """The process is gone: its health and shards are no longer known."""
-        self.process = None
-        self.connection = None
-        self.health = None
-        self.unacked_heartbeats = 0
+        super().forget_process()
         self._last_events = None
         self.events_rate = 0.0
         for shard_id in self.shard_ids:
             self.shards[shard_id] = ShardHealth(shard_id=shard_id, state="down")
-
-    def count_exit(self, now: float, window: float) -> int:
-        """Record an unplanned exit; how many happened within the crash-loop window."""
-        self.exits.append(now)
-        while self.exits and now - self.exits[0] > window:
-            self.exits.popleft()
-        return len(self.exits)
 
     def worker_status(self) -> WorkerStatus:
         health = self.health

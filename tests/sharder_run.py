@@ -51,6 +51,9 @@ crash_loop_window = 30.0
 shutdown_timeout = 8.0
 request_timeout = 5.0
 {supervisor}
+[compute]
+workers = 1
+{compute}
 [simulator]
 guilds = {guilds}
 {simulator}
@@ -144,8 +147,13 @@ class RunningSharder:
 
 
 def all_ready(status: dict[str, Any]) -> bool:
+    """Every shard serving, and every compute worker."""
     shards = status["shards"]
-    return bool(shards) and all(shard["state"] == "ready" for shard in shards)
+    return (
+        bool(shards)
+        and all(shard["state"] == "ready" for shard in shards)
+        and all(worker["state"] == "ready" for worker in status["compute"])
+    )
 
 
 def worker_of_guild(status: dict[str, Any], guild_id: int) -> dict[str, Any]:
@@ -162,9 +170,11 @@ async def running_sharder(
     entry_point: str = "tests.bots.probe:setup",
     simulator: str = "",
     supervisor: str = "",
+    compute: str = "",
     environment: dict[str, str] | None = None,
 ) -> AsyncIterator[RunningSharder]:
-    """``simulator``, ``supervisor``: more keys of those tables of the config, as TOML lines."""
+    """``simulator``, ``supervisor``, ``compute``: more keys of those tables of the config, as
+    TOML lines."""
     directory = Path(tempfile.mkdtemp(prefix="sharder-", dir="/tmp"))  # short: socket paths
     config_path = directory / "sharder.toml"
     text = TEST_CONFIG.format(
@@ -174,6 +184,7 @@ async def running_sharder(
         guilds=guilds,
         simulator=simulator,
         supervisor=supervisor,
+        compute=compute,
     )
     config_path.write_text(text)
     try:

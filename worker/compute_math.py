@@ -60,6 +60,15 @@ def evaluate(text: str) -> Number:
     return Evaluator().run(tree)
 
 
+def format_number(value: Number) -> str:
+    """A result as text: every digit of an integer, the shortest exact form of a float.
+
+    Integers of more than 4,300 digits need ``sys.set_int_max_str_digits`` raised to
+    ``MAX_DIGITS`` first (the compute worker does it once).
+    """
+    return str(value) if isinstance(value, int) else repr(value)
+
+
 class Evaluator:
     def __init__(self) -> None:
         self.variables: dict[str, Number] = {}

@@ -27,8 +27,9 @@ import hikari
 import msgspec
 
 from protocol import shard_for_guild
-from protocol.messages import CommandBroadcast, CommandExec, ErrorCode, ShardOutcome
-from worker.ipc import MasterLink, RequestFailed
+from protocol.messages import CommandBroadcast, CommandExec, ShardOutcome
+from worker.compute_client import ComputeClient
+from worker.ipc import MasterLink, RequestError
 from worker.state import SharedState
 
 Handler = Callable[["Invocation"], Awaitable[Any]] | Callable[["Invocation"], Any]
@@ -51,15 +52,6 @@ class Invocation:
     payload: Any
 
 
-class RequestError(Exception):
-    """A request failed: ``code`` says how (timeout, target_down, no_handler, handler_failed...)."""
-
-    def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-
 class ShardContext:
     def __init__(
         self,
@@ -70,6 +62,7 @@ class ShardContext:
         shard_ids: tuple[int, ...],
         shard_count: int,
         request_timeout: float,
+        compute_timeout: float,
     ) -> None:
         self.bot = bot
         self.worker_id = worker_id
@@ -80,6 +73,8 @@ class ShardContext:
         self._handlers: dict[str, Registered] = {}
         # The bot's shared state (guild configs, member activity, permissions, user data).
         self.state = SharedState(link, origin=worker_id + 1, request_timeout=request_timeout)
+        # CPU work (math, emoji images, the bot's own tasks) on the compute pool.
+        self.compute = ComputeClient(link, compute_timeout)
         self._own_shards = frozenset(shard_ids)
         # Shards resuming a session handed over from another process, until RESUMED: events
         # they deliver meanwhile are Discord's replay and may have been seen before.
@@ -124,10 +119,7 @@ class ShardContext:
             name=name,
             payload=payload,
         )
-        try:
-            return await self._link.call(request)
-        except RequestFailed as failure:
-            raise RequestError(failure.code, failure.message) from None
+        return await self._link.call(request)
 
     async def broadcast(
         self, name: str, payload: Any = None, *, timeout: float | None = None
@@ -141,7 +133,7 @@ class ShardContext:
         )
         try:
             answer = await self._link.call(request)
-        except RequestFailed as failure:
+        except RequestError as failure:
             # Not even a partial answer: every shard failed the same way.
             return {
                 shard_id: ShardOutcome(

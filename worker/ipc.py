@@ -27,6 +27,7 @@ from protocol import (
 )
 from protocol.deadlines import DeadlineWheel
 from protocol.messages import (
+    ComputeResult,
     ErrorCode,
     Hello,
     IdentifyGrant,
@@ -44,7 +45,7 @@ HELLO_TIMEOUT = 10.0
 
 Dispatcher = Callable[[AnyMessage], None]
 # Answers to our requests; a tuple, as ``A | B`` in isinstance builds a union per call.
-ANSWERS = (ReplyOk, ReplyError, IdentifyGrant)
+ANSWERS = (ReplyOk, ReplyError, IdentifyGrant, ComputeResult)
 
 
 def nonce_origin(nonce: int) -> int:
@@ -52,8 +53,9 @@ def nonce_origin(nonce: int) -> int:
     return nonce >> NONCE_ORIGIN_SHIFT
 
 
-class RequestFailed(Exception):
-    """A request answered with an error, or not answered by its deadline."""
+class RequestError(Exception):
+    """A request failed: answered with an error, or not answered by its deadline. ``code`` says
+    how (timeout, target_down, no_handler, handler_failed, busy, invalid...)."""
 
     def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(f"{code}: {message}")
@@ -84,7 +86,8 @@ class MasterLink:
         return next(self._nonces)
 
     async def call(self, request: Request) -> Any:
-        """Send a request; its ``ReplyOk`` payload, or ``RequestFailed``."""
+        """Send a request; its ``ReplyOk`` payload (a ``ComputeResult`` whole), or
+        ``RequestError``."""
         nonce = request.nonce
         future: asyncio.Future[Any] = self._loop.create_future()
         self._pending[nonce] = future
@@ -95,7 +98,7 @@ class MasterLink:
             self.connection.send_soon(request)
             return await future
         except ConnectionClosed as closed:
-            raise RequestFailed(
+            raise RequestError(
                 "target_down", f"the link to the master is closed: {closed}"
             ) from None
         finally:
@@ -111,7 +114,7 @@ class MasterLink:
     def _expire(self, nonce: int) -> None:
         future = self._pending.get(nonce)
         if future is not None and not future.done():
-            future.set_exception(RequestFailed("timeout", "no answer before the deadline"))
+            future.set_exception(RequestError("timeout", "no answer before the deadline"))
 
     async def serve(self, dispatch: Dispatcher) -> None:
         """Until the link ends: answers resolve their requests, the rest go to ``dispatch``.
@@ -133,9 +136,9 @@ class MasterLink:
         finally:
             for future in self._pending.values():
                 if not future.done():
-                    future.set_exception(RequestFailed("target_down", "the master went away"))
+                    future.set_exception(RequestError("target_down", "the master went away"))
 
-    def _answer(self, reply: ReplyOk | ReplyError | IdentifyGrant) -> None:
+    def _answer(self, reply: ReplyOk | ReplyError | IdentifyGrant | ComputeResult) -> None:
         future = self._pending.get(reply.nonce)
         if future is None or future.done():
             log.debug("late or unknown answer %d dropped", reply.nonce)
@@ -144,5 +147,7 @@ class MasterLink:
             future.set_result(reply.payload)
         elif isinstance(reply, IdentifyGrant):
             future.set_result(None)
+        elif isinstance(reply, ComputeResult):
+            future.set_result(reply)
         else:
-            future.set_exception(RequestFailed(reply.code, reply.message))
+            future.set_exception(RequestError(reply.code, reply.message))

@@ -12,6 +12,9 @@
   (shared state, an add-wins set per guild).
 - ``!afk [note]`` sets or clears the author's away note, and ``!note <user id>`` shows anyone's,
   in every guild, whichever shard serves it (shared state, cross-guild user data).
+- ``!math <expression>`` evaluates on the compute pool (``ctx.compute.math``).
+- ``!jumbo <emoji...>`` answers with the emoji enlarged, side by side, as an attachment: a GIF
+  when one is animated (``ctx.compute.jumbo``, images fetched and composed in the pool).
 """
 
 from __future__ import annotations
@@ -22,11 +25,13 @@ from typing import Any
 
 import hikari
 
-from worker.context import Invocation, RequestError, ShardContext
+from worker.context import Invocation, ShardContext
+from worker.ipc import RequestError
 from worker.state import StateError
 
 DEFAULT_PREFIX = "!"
 MAX_PREFIX = 5
+MAX_SHOWN_DIGITS = 1_900
 
 
 def setup(bot: hikari.GatewayBot, ctx: ShardContext) -> None:
@@ -95,6 +100,17 @@ def setup(bot: hikari.GatewayBot, ctx: ShardContext) -> None:
             answer = await afk_text(ctx, int(event.author_id), argument.strip())
         elif command == "note":
             answer = note_text(ctx, argument.strip())
+        elif command == "math":
+            answer = await math_text(ctx, argument.strip())
+        elif command == "jumbo":
+            try:
+                image = await ctx.compute.jumbo(argument)
+            except RequestError as error:
+                answer = f"no jumbo: {error.message}"
+            else:
+                attachment = hikari.Bytes(image.data, image.filename, mimetype=image.content_type)
+                await event.message.respond(attachment=attachment, reply=True)
+                return
         else:
             return
         await event.message.respond(answer, reply=True)
@@ -163,6 +179,18 @@ def note_text(ctx: ShardContext, argument: str) -> str:
         return "usage: note <user id>"
     note = ctx.state.user(int(argument)).get("afk")
     return f"{argument} is away: {note}" if note else f"{argument} is not away"
+
+
+async def math_text(ctx: ShardContext, expression: str) -> str:
+    if not expression:
+        return "usage: !math <expression>, e.g. !math r = 2; pi * r**2"
+    try:
+        value = await ctx.compute.math(expression)
+    except RequestError as error:
+        return f"cannot compute: {error.message}"
+    if len(value) > MAX_SHOWN_DIGITS:  # a message holds 2,000 characters
+        return f"{value[:40]}…{value[-40:]} ({len(value)} digits)"
+    return value
 
 
 async def where_text(ctx: ShardContext, argument: str) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import importlib
 import inspect
 import logging
 import math
@@ -21,8 +20,6 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
-from typing import Any
 
 import hikari
 import psutil
@@ -49,7 +46,8 @@ from protocol.messages import (
 )
 from worker import shard_hooks
 from worker.context import Handler, Invocation, ShardContext, describe_failure
-from worker.ipc import MasterLink, RequestFailed
+from worker.entry_points import load_entry_point
+from worker.ipc import MasterLink, RequestError
 from worker.lifetime import die_with_parent
 from worker.spec import WorkerSpec
 
@@ -58,8 +56,6 @@ log = logging.getLogger("worker")
 LAG_PROBE_INTERVAL = 0.25
 IDENTIFY_WAIT = 600.0  # one ask's deadline; a longer queue (a spent budget) is asked again
 CLOSE_TIMEOUT = 5.0
-
-EntryPoint = Callable[[hikari.GatewayBot, ShardContext], Any]
 
 
 def main(spec: WorkerSpec, pipe: multiprocessing.connection.Connection) -> None:
@@ -79,18 +75,6 @@ def bot_user_id(token: str) -> int:
     """The bot's user id: a token's first part is it, base64-encoded."""
     first = token.split(".", 1)[0]
     return int(base64.b64decode(first + "=" * (-len(first) % 4)))
-
-
-def load_entry_point(entry_point: str) -> EntryPoint:
-    module_name, _, function_name = entry_point.partition(":")
-    module = importlib.import_module(module_name)
-    function = getattr(module, function_name, None)
-    if not callable(function):
-        raise TypeError(
-            f"entry point {entry_point!r}: {module_name} has no function {function_name}"
-        )
-    entry: EntryPoint = function
-    return entry
 
 
 class ShardWorker:
@@ -126,6 +110,7 @@ class ShardWorker:
             shard_ids=spec.shard_ids,
             shard_count=spec.shard_count,
             request_timeout=spec.request_timeout,
+            compute_timeout=spec.compute_timeout,
         )
         self._listen()
         shard_hooks.install(self._wait_for_identify_grant)
@@ -251,7 +236,7 @@ class ShardWorker:
             try:
                 await self.link.call(request)
                 break
-            except RequestFailed as failure:
+            except RequestError as failure:
                 if failure.code != "timeout":
                     raise
                 log.info("shard %d still waits for its turn to identify", shard_id)

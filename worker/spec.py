@@ -1,4 +1,5 @@
-"""What the master tells a shard worker at spawn: its identity, its shards and how to reach Discord.
+"""What the master tells a child at spawn: a shard worker its identity, its shards and how to
+reach Discord; a compute worker its limits and where emoji images come from.
 
 Pickled once by ``multiprocessing`` (spawn) into the child; everything later goes over the pipe.
 """
@@ -21,7 +22,25 @@ class WorkerSpec:
     intents: int
     master_pid: int  # the worker exits if this is no longer its parent
     request_timeout: float
+    compute_timeout: float  # default deadline of ctx.compute calls
     log_level: str
     # Sessions of shards handed over from the worker's previous process: they RESUME.
     sessions: dict[int, Session] = field(default_factory=dict)
     guild_counts: dict[int, int] = field(default_factory=dict)  # of those shards, as last known
+
+
+@dataclass(frozen=True, slots=True)
+class ComputeSpec:
+    compute_id: int
+    master_pid: int
+    log_level: str
+    cpu_seconds: int  # CPU time one task may use
+    memory_bytes: int  # the process's address space
+    entry_point: str  # "module:function" registering own tasks, or ""
+    max_emoji: int
+    jumbo_height: int
+    custom_emoji_url: str
+    unicode_emoji_url: str
+    emoji_timeout: float
+    emoji_max_bytes: int
+    emoji_cache_bytes: int

@@ -26,7 +26,7 @@ from protocol.messages import (
     StateUpdate,
 )
 from protocol.state import KINDS, Entry, MergeState, decode_state, encode_state, key_of
-from worker.ipc import MasterLink, RequestFailed
+from worker.ipc import MasterLink, RequestError
 
 Listener = Callable[[str, str], None]
 SYNC_TIMEOUT = 60.0
@@ -55,7 +55,7 @@ class SharedState:
         request = StateSync(nonce=self._link.next_nonce(), deadline=time.monotonic() + SYNC_TIMEOUT)
         try:
             answer = await self._link.call(request)
-        except RequestFailed as failure:
+        except RequestError as failure:
             raise StateError(f"state sync failed: {failure}") from None
         return int(answer["guilds"])
 
@@ -191,6 +191,6 @@ class SharedState:
         )
         try:
             answer = await self._link.call(request)
-        except RequestFailed as failure:
+        except RequestError as failure:
             raise StateError(f"{scope} change not acknowledged: {failure}") from None
         return int(answer["version"])

@@ -4,6 +4,8 @@ machinery, driven by messages injected into the simulator and answered through R
     !call <guild id> <handler> [payload] [timeout]  ctx.request: "ok <json>" or "error <code> ..."
     !all <handler> [payload] [timeout]              ctx.broadcast: the outcomes as JSON
     !garbage                                        writes bytes that are no frame to the master
+    !compute <task> <json args> [timeout] [count]   ctx.compute, ``count`` calls at once: a JSON
+                                                    list of "ok <value>" / "error <code> ..."
     !bump / !stream <guild> <user> <n>, !afk <user> <note>   shared state writes
 """
 
@@ -17,7 +19,8 @@ from typing import Any
 import hikari
 
 from worker import reference_bot
-from worker.context import Invocation, RequestError, ShardContext
+from worker.context import Invocation, ShardContext
+from worker.ipc import RequestError
 
 
 def setup(bot: hikari.GatewayBot, ctx: ShardContext) -> None:
@@ -66,6 +69,8 @@ def setup(bot: hikari.GatewayBot, ctx: ShardContext) -> None:
             answer = await call(ctx, int(words[1]), words[2], *words[3:])
         elif words[0] == "!all":
             answer = await call_all(ctx, words[1], *words[2:])
+        elif words[0] == "!compute":
+            answer = await compute(ctx, words[1], *words[2:])
         elif words[0] == "!bump":  # !bump <guild> <user> <count>: concurrent counter writes
             guild_id, user_id, count = (int(word) for word in words[1:4])
             await asyncio.gather(
@@ -98,6 +103,21 @@ async def call(ctx: ShardContext, guild_id: int, name: str, *arguments: str) -> 
     except RequestError as error:
         return f"error {error.code} {error.message}"
     return f"ok {json.dumps(value)}"
+
+
+async def compute(ctx: ShardContext, task: str, *arguments: str) -> str:
+    args = json.loads(arguments[0]) if arguments else {}
+    timeout = float(arguments[1]) if len(arguments) > 1 else None
+    count = int(arguments[2]) if len(arguments) > 2 else 1
+
+    async def one() -> str:
+        try:
+            value = await ctx.compute.run(task, args, timeout=timeout)
+        except RequestError as error:
+            return f"error {error.code} {error.message}"
+        return f"ok {json.dumps(value)}"
+
+    return json.dumps(await asyncio.gather(*(one() for _ in range(count))))
 
 
 async def call_all(ctx: ShardContext, name: str, *arguments: str) -> str:

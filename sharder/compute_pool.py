@@ -1,0 +1,221 @@
+"""The compute pool: CPU work from the shard workers, run by compute workers, one task each.
+
+A ``COMPUTE_REQUEST`` from a shard worker goes, as the frame it arrived in, to an idle compute
+worker (the one that has done the fewest tasks), or waits in a bounded queue; a full queue
+answers ``busy`` at once. The compute worker's answer goes back to the asker the same way. A
+task past its deadline is answered ``timeout``; if it was running, its process is killed and
+replaced, since a task cannot be stopped any other way on the process's only thread. A compute
+worker that dies mid-task has its asker told at once. Every request gets exactly one answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from protocol import AnyMessage, Connection, Frame
+from protocol.deadlines import DeadlineWheel
+from protocol.messages import (
+    ComputeRequest,
+    ComputeResult,
+    ErrorCode,
+    HeartbeatAck,
+    ReplyError,
+)
+from sharder.status import ComputePoolStatus
+from sharder.workers import ChildHandle, ComputeHandle, WorkerHandle
+
+log = logging.getLogger("sharder.compute")
+
+Receiver = Callable[[Connection, list[AnyMessage], list[Frame]], None]
+RESULTS = (ComputeResult, ReplyError)
+
+
+class ComputeReports(Protocol):
+    def on_heartbeat_ack(self, handle: ChildHandle, ack: HeartbeatAck) -> None: ...
+    def replace(self, handle: ChildHandle, reason: str) -> None: ...
+
+
+@dataclass(slots=True)
+class Queued:
+    origin: int
+    request: ComputeRequest
+    frame: Frame
+
+
+class ComputePool:
+    def __init__(
+        self,
+        handles: Mapping[int, ComputeHandle],
+        workers: Mapping[int, WorkerHandle],
+        queue_size: int,
+        reports: ComputeReports,
+    ) -> None:
+        self.handles = handles
+        self.workers = workers
+        self.reports = reports
+        self.counts = ComputePoolStatus(queue_size=queue_size)
+        self.queued: dict[int, Queued] = {}  # by nonce; insertion order is the queue's
+        self.running: dict[int, ComputeHandle] = {}  # by nonce
+        self._deadlines: DeadlineWheel[int] = DeadlineWheel(self._expire)
+
+    def receiver(self, handle: ComputeHandle) -> Receiver:
+        """The read-path callback of one compute worker's connection."""
+
+        def receive(_: Connection, messages: list[AnyMessage], frames: list[Frame]) -> None:
+            for message, frame in zip(messages, frames, strict=True):
+                if isinstance(message, RESULTS):
+                    self._on_result(handle, message, frame)
+                elif isinstance(message, HeartbeatAck):
+                    self.reports.on_heartbeat_ack(handle, message)
+                else:
+                    kind = type(message).__struct_config__.tag
+                    log.warning("%s sent %s, which the master does not take", handle, kind)
+
+        return receive
+
+    def status(self) -> ComputePoolStatus:
+        self.counts.queued = len(self.queued)
+        return self.counts
+
+    # -- what shard workers ask --------------------------------------------------------------
+
+    def submit(self, origin: WorkerHandle, request: ComputeRequest, frame: Frame) -> None:
+        nonce = request.nonce
+        if request.deadline <= time.monotonic():
+            self._answer(origin.id, nonce, "timeout", "the deadline had passed")
+            return
+        if not self._can_serve():
+            self._answer(origin.id, nonce, "target_down", self._why_none_serve())
+            return
+        idle = self._least_loaded()
+        if idle is not None:
+            self._start(idle, origin.id, request, frame)
+            return
+        if len(self.queued) >= self.counts.queue_size:
+            self.counts.busy += 1
+            message = (
+                f"all {len(self.handles)} compute workers are busy and "
+                f"{len(self.queued)} tasks wait; try again later"
+            )
+            self._answer(origin.id, nonce, "busy", message)
+            return
+        self.queued[nonce] = Queued(origin.id, request, frame)
+        self._deadlines.add(nonce, request.deadline)
+
+    def origin_down(self, worker_id: int) -> None:
+        """A shard worker is gone: its queued tasks have nobody to answer."""
+        for nonce in [n for n, queued in self.queued.items() if queued.origin == worker_id]:
+            del self.queued[nonce]
+            self._deadlines.discard(nonce)
+
+    # -- compute workers coming and going ----------------------------------------------------
+
+    def worker_up(self, handle: ComputeHandle) -> None:
+        log.info("%s ready (pid %s)", handle, handle.pid)
+        self._dispatch()
+
+    def worker_down(self, handle: ComputeHandle) -> None:
+        """A compute worker's process is gone: its task's asker is told now."""
+        task = handle.task
+        if task is not None:
+            handle.task = None
+            if self.running.pop(task.nonce, None) is handle:
+                self._deadlines.discard(task.nonce)
+                self.counts.lost += 1
+                reason = f"compute worker {handle.id} died running the {task.task} task"
+                self._answer(
+                    handle.task_origin, task.nonce, "target_down", f"{reason}: {handle.last_exit}"
+                )
+        if not self._can_serve():
+            for nonce, queued in list(self.queued.items()):
+                del self.queued[nonce]
+                self._deadlines.discard(nonce)
+                self._answer(queued.origin, nonce, "target_down", self._why_none_serve())
+
+    # -- running tasks -----------------------------------------------------------------------
+
+    def _least_loaded(self) -> ComputeHandle | None:
+        idle = [handle for handle in self.handles.values() if handle.idle]
+        return min(idle, key=lambda handle: handle.tasks_done) if idle else None
+
+    def _start(
+        self, handle: ComputeHandle, origin: int, request: ComputeRequest, frame: Frame
+    ) -> None:
+        connection = handle.connection
+        assert connection is not None
+        handle.task = request
+        handle.task_origin = origin
+        self.running[request.nonce] = handle
+        self._deadlines.add(request.nonce, request.deadline)
+        connection.forward_soon([frame])
+
+    def _dispatch(self) -> None:
+        while self.queued:
+            handle = self._least_loaded()
+            if handle is None:
+                return
+            nonce = next(iter(self.queued))
+            queued = self.queued.pop(nonce)
+            self._deadlines.discard(nonce)
+            self._start(handle, queued.origin, queued.request, queued.frame)
+
+    def _on_result(
+        self, handle: ComputeHandle, result: ComputeResult | ReplyError, frame: Frame
+    ) -> None:
+        if self.running.get(result.nonce) is not handle:
+            log.debug("result %d from %s came after its deadline", result.nonce, handle)
+            return
+        del self.running[result.nonce]
+        self._deadlines.discard(result.nonce)
+        handle.task = None
+        handle.tasks_done += 1
+        self.counts.done += 1
+        origin = self.workers[handle.task_origin].connection
+        if origin is not None and origin.is_open:
+            origin.forward_soon([frame])
+        self._dispatch()
+
+    def _expire(self, nonce: int) -> None:
+        queued = self.queued.pop(nonce, None)
+        if queued is not None:
+            self.counts.timed_out += 1
+            message = (
+                f"the {queued.request.task} task waited for a compute worker past its deadline"
+            )
+            self._answer(queued.origin, nonce, "timeout", message)
+            return
+        handle = self.running.pop(nonce, None)
+        if handle is None or handle.task is None:
+            return
+        task = handle.task
+        handle.task = None
+        self.counts.timed_out += 1
+        reason = f"the {task.task} task passed its deadline"
+        self._answer(
+            handle.task_origin,
+            nonce,
+            "timeout",
+            f"{reason}; compute worker {handle.id} was killed and is being replaced",
+        )
+        log.warning("%s: %s; killing it", handle, reason)
+        self.reports.replace(handle, reason)
+
+    # -- answering ---------------------------------------------------------------------------
+
+    def _can_serve(self) -> bool:
+        """Whether any compute worker serves or will again (is not failed or stopped)."""
+        return any(handle.state not in ("failed", "stopped") for handle in self.handles.values())
+
+    def _why_none_serve(self) -> str:
+        if not self.handles:
+            return "the compute pool has no workers"
+        return "; ".join(handle.describe() for handle in self.handles.values())
+
+    def _answer(self, worker_id: int, nonce: int, code: ErrorCode, message: str) -> None:
+        connection = self.workers[worker_id].connection
+        if connection is not None and connection.is_open:
+            connection.send_soon(ReplyError(nonce=nonce, code=code, message=message))
