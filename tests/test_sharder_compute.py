@@ -81,7 +81,7 @@ async def test_math_and_jumbo_are_answered_end_to_end_by_the_reference_bot() -> 
             sharder, f"!jumbo <:still:{still}> <a:moving:{animated}> 🇺🇸", guild_id
         )
         assert image.format == "GIF" and image.size == (400, 128)  # 3 x 128, 2 gaps of 8
-        assert image.n_frames == 8  # the simulator's animated emoji has 8 frames
+        assert getattr(image, "n_frames", 1) == 8  # the simulator's animated emoji has 8 frames
 
         assert await sharder.ask("!jumbo no emoji here", guild_id) == (
             "no jumbo: no emoji found in the text"
