@@ -21,7 +21,13 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from sharder.status import SharderStatus, ShardStatus, WorkerStatus
+from sharder.status import (
+    ComputePoolStatus,
+    ComputeStatus,
+    SharderStatus,
+    ShardStatus,
+    WorkerStatus,
+)
 
 # Above this many shards the shards table lists only those that are not ready, after a count by
 # state: a thousand ready rows say less than one line.
@@ -122,6 +128,29 @@ def _workers_table(workers: list[WorkerStatus]) -> Table:
     return table
 
 
+def _compute_table(workers: list[ComputeStatus], pool: ComputePoolStatus) -> Table:
+    title = (
+        f"compute pool: {pool.queued}/{pool.queue_size} queued, {pool.done} done, "
+        f"{pool.timed_out} timed out, {pool.busy} refused busy, {pool.lost} lost"
+    )
+    table = Table(title=title, title_justify="left", expand=False)
+    for column in ("compute", "pid", "state", "task", "done", "restarts", "RSS MiB"):
+        table.add_column(column, justify="left" if column in ("state", "task") else "right")
+    table.add_column("last exit")
+    for worker in workers:
+        table.add_row(
+            str(worker.id),
+            "-" if worker.pid is None else str(worker.pid),
+            _styled_state(worker.state),
+            worker.task or "",
+            str(worker.tasks_done),
+            str(worker.restarts),
+            f"{worker.rss_bytes / 2**20:.0f}" if worker.rss_bytes else "-",
+            worker.last_exit or "",
+        )
+    return table
+
+
 def _shards_table(shards: list[ShardStatus], title: str = "shards") -> Table:
     table = Table(title=title, title_justify="left", expand=False)
     for column in ("shard", "worker", "state", "guilds", "latency ms"):
@@ -149,8 +178,10 @@ def _shard_state_counts(shards: list[ShardStatus]) -> Text:
 
 
 def status_table(status: SharderStatus) -> RenderableType:
-    """The whole status: header line, workers table and shards table (compact above 32 shards)."""
+    """The whole status: header line, workers, compute pool and shards (compact above 32)."""
     parts: list[RenderableType] = [_header(status), _workers_table(status.workers)]
+    if status.compute:
+        parts.append(_compute_table(status.compute, status.compute_pool))
     if len(status.shards) <= COMPACT_SHARDS:
         parts.append(_shards_table(status.shards))
     else:
@@ -318,9 +349,13 @@ def _ready_change(status: SharderStatus, before: set[int], now: set[int]) -> str
 def _summary_line(status: SharderStatus) -> str:
     """The periodic one-line summary (no uptime: the log's own timestamps say when)."""
     workers_ready = sum(worker.state == "ready" for worker in status.workers)
-    rss = sum(worker.rss_bytes for worker in status.workers) / 2**20
+    compute_ready = sum(worker.state == "ready" for worker in status.compute)
+    rss_bytes = sum(w.rss_bytes for w in status.workers) + sum(c.rss_bytes for c in status.compute)
+    rss = rss_bytes / 2**20
     return (
         f"status: {status.state}, shards ready {status.ready_shards}/{status.shard_count}, "
         f"workers ready {workers_ready}/{len(status.workers)}, "
+        f"compute ready {compute_ready}/{len(status.compute)} "
+        f"({status.compute_pool.queued} queued), "
         f"{status.events_per_s:.0f} events/s, RSS {rss:.0f} MiB"
     )

@@ -16,7 +16,7 @@ from multiprocessing.process import BaseProcess
 from protocol import Connection
 from protocol.messages import ComputeRequest, HeartbeatAck, ShardHealth
 from sharder.status import ComputeStatus, ShardStatus, WorkerState, WorkerStatus
-from worker.shard_hooks import Session
+from worker.spec import Session
 
 SERVING_STATES: frozenset[WorkerState] = frozenset({"starting", "ready"})
 SESSION_HISTORY = 30.0  # seconds of reported sessions kept for a handover

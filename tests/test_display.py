@@ -11,9 +11,16 @@ import pytest
 from rich.console import Console
 
 from sharder.display import StatusDisplay, shard_ranges, status_table
-from sharder.status import SharderStatus, ShardStatus, WorkerStatus
+from sharder.status import (
+    ComputePoolStatus,
+    ComputeStatus,
+    SharderStatus,
+    ShardStatus,
+    WorkerStatus,
+)
 
 SHARDS_PER_WORKER = 4
+COMPUTE_EXIT = "the spin task passed its deadline (killed by SIGKILL)"
 
 
 def make_status(shard_count: int = 8, ready: set[int] | None = None) -> SharderStatus:
@@ -52,6 +59,21 @@ def make_status(shard_count: int = 8, ready: set[int] | None = None) -> SharderS
             )
             for shard in range(shard_count)
         ],
+        compute=[
+            ComputeStatus(
+                id=0,
+                pid=6000,
+                state="ready",
+                task="jumbo",
+                tasks_done=41,
+                restarts=1,
+                rss_bytes=60 * 2**20,
+                last_exit=COMPUTE_EXIT,
+            )
+        ],
+        compute_pool=ComputePoolStatus(
+            queued=3, queue_size=64, done=41, timed_out=1, busy=2, lost=0
+        ),
     )
 
 
@@ -138,6 +160,14 @@ def test_status_table_shows_the_header_workers_and_shards() -> None:
     assert "\x1b" not in text
 
 
+def test_status_table_shows_the_compute_pool() -> None:
+    text = render(make_status())
+    title = "compute pool: 3/64 queued, 41 done, 1 timed out, 2 refused busy, 0 lost"
+    assert table_rows(text, title) == [
+        ["0", "6000", "ready", "jumbo", "41", "1", "60", COMPUTE_EXIT],
+    ]
+
+
 def test_header_has_no_simulated_marker_against_discord() -> None:
     status = make_status()
     status.simulated = False
@@ -220,7 +250,10 @@ async def test_plain_summary_is_periodic_and_never_repeated() -> None:
     console, output = plain_console()
     display = StatusDisplay(lambda: status, console, interval=0.01, summary_interval=0.05)
     task = asyncio.create_task(display.run())
-    summary = "status: running, shards ready 8/8, workers ready 2/2, 12 events/s, RSS 161 MiB"
+    summary = (
+        "status: running, shards ready 8/8, workers ready 2/2, compute ready 1/1 (3 queued), "
+        "12 events/s, RSS 221 MiB"
+    )
     try:
         await wait_until_printed(output, summary)
         await asyncio.sleep(0.3)  # several summary periods, nothing changed

@@ -9,7 +9,7 @@ import pytest
 
 from protocol.messages import ShardHealth
 from sharder.workers import WorkerHandle
-from worker.shard_hooks import Session
+from worker.spec import Session
 
 
 def report(handle: WorkerHandle, session_id: str, seq: int) -> None:

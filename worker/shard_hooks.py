@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import hikari
 from hikari.impl.shard import GatewayShardImpl
+
+from worker.spec import Session
 
 SUPPORTED_HIKARI = "2.7."
 IDENTIFY = 2
@@ -78,15 +79,6 @@ def install(acquire: Acquire) -> None:
 
     gated_send_json.gated = True  # type: ignore[attr-defined]
     GatewayShardImpl._send_json = gated_send_json  # type: ignore[method-assign,assignment]
-
-
-@dataclass(frozen=True, slots=True)
-class Session:
-    """What a shard needs to RESUME a gateway session, as hikari keeps it."""
-
-    session_id: str
-    seq: int
-    resume_url: str
 
 
 def session_of(shard: GatewayShardImpl) -> Session | None:

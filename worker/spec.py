@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from worker.shard_hooks import Session
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """What a shard needs to RESUME a gateway session, as hikari keeps it."""
+
+    session_id: str
+    seq: int
+    resume_url: str
 
 
 @dataclass(frozen=True, slots=True)
