@@ -111,7 +111,8 @@ def _header(status: SharderStatus) -> Text:
 
 def _workers_table(workers: list[WorkerStatus]) -> Table:
     table = Table(title="workers", title_justify="left", expand=False)
-    for column in ("worker", "pid", "state", "shards", "restarts", "RSS MiB", "loop lag ms"):
+    columns = ("worker", "pid", "state", "shards", "restarts", "RSS MiB", "loop lag ms", "ping ms")
+    for column in columns:
         table.add_column(column, justify="left" if column in ("state", "shards") else "right")
     table.add_column("last exit")
     for worker in workers:
@@ -123,6 +124,7 @@ def _workers_table(workers: list[WorkerStatus]) -> Table:
             str(worker.restarts),
             f"{worker.rss_bytes / 2**20:.0f}" if worker.rss_bytes else "-",
             _optional(worker.loop_lag_ms, 1),
+            _optional(worker.heartbeat_p99_ms, 1),
             worker.last_exit or "",
         )
     return table

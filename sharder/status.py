@@ -32,6 +32,7 @@ class WorkerStatus(msgspec.Struct, kw_only=True):
     rss_bytes: int
     loop_lag_ms: float | None
     last_exit: str | None  # why the last process ended, if one did
+    heartbeat_p99_ms: float | None = None  # over the last 100 heartbeat round trips
 
 
 class ShardStatus(msgspec.Struct, kw_only=True):

@@ -557,7 +557,7 @@ class Supervisor:
                 self._kill(handle, f"hung: {handle.unacked_heartbeats} heartbeats unanswered")
                 continue
             self._heartbeat_nonce += 1
-            handle.unacked_heartbeats += 1
+            handle.record_ping(self._heartbeat_nonce, now)
             connection.send_batch_nowait(
                 [Heartbeat(nonce=self._heartbeat_nonce, deadline=now + interval, sent_at=now)]
             )

@@ -20,6 +20,7 @@ from worker.spec import Session
 
 SERVING_STATES: frozenset[WorkerState] = frozenset({"starting", "ready"})
 SESSION_HISTORY = 30.0  # seconds of reported sessions kept for a handover
+ROUND_TRIPS_KEPT = 100  # heartbeat round trips the status's p99 is taken over
 
 
 class ChildHandle:
@@ -41,6 +42,8 @@ class ChildHandle:
         self.kill_reason: str | None = None  # why the master killed the current process
         self.unacked_heartbeats = 0
         self.health: HeartbeatAck | None = None
+        self._pings: dict[int, float] = {}  # unanswered heartbeats: nonce -> sent at
+        self.round_trips: deque[float] = deque(maxlen=ROUND_TRIPS_KEPT)  # seconds
 
     def __str__(self) -> str:
         return f"{self.kind} {self.id}"
@@ -65,9 +68,25 @@ class ChildHandle:
         """Whether missed heartbeats count against it now."""
         return True
 
+    def record_ping(self, nonce: int, sent_at: float) -> None:
+        self.unacked_heartbeats += 1
+        self._pings[nonce] = sent_at
+
     def record_ack(self, ack: HeartbeatAck) -> None:
         self.unacked_heartbeats = 0
         self.health = ack
+        sent_at = self._pings.get(ack.nonce)
+        if sent_at is not None:
+            self.round_trips.append(time.monotonic() - sent_at)
+        # Pings before this one will not be answered any more (acks come in order).
+        self._pings = {nonce: at for nonce, at in self._pings.items() if nonce > ack.nonce}
+
+    def heartbeat_p99_ms(self) -> float | None:
+        """The 99th percentile of the recent heartbeat round trips, in milliseconds."""
+        if not self.round_trips:
+            return None
+        ordered = sorted(self.round_trips)
+        return round(ordered[min(len(ordered) - 1, len(ordered) * 99 // 100)] * 1000, 2)
 
     def forget_process(self) -> None:
         """The process is gone: its health is no longer known."""
@@ -75,6 +94,7 @@ class ChildHandle:
         self.connection = None
         self.health = None
         self.unacked_heartbeats = 0
+        self._pings.clear()
 
     def count_exit(self, now: float, window: float) -> int:
         """Record an unplanned exit; how many happened within the crash-loop window."""
@@ -227,6 +247,7 @@ class WorkerHandle(ChildHandle):
             restarts=self.restarts,
             rss_bytes=health.rss_bytes if health else 0,
             loop_lag_ms=health.loop_lag_ms if health else None,
+            heartbeat_p99_ms=self.heartbeat_p99_ms(),
             last_exit=self.last_exit,
         )
 

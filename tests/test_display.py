@@ -46,6 +46,7 @@ def make_status(shard_count: int = 8, ready: set[int] | None = None) -> SharderS
                 rss_bytes=(80 + worker) * 2**20,
                 loop_lag_ms=1.5,
                 last_exit=None,
+                heartbeat_p99_ms=0.75 if worker == 0 else None,
             )
             for worker in range(workers)
         ],
@@ -147,8 +148,8 @@ def test_status_table_shows_the_header_workers_and_shards() -> None:
     ):
         assert part in header
     assert table_rows(text, "workers") == [
-        ["0", "5000", "ready", "0-3", "0", "80", "1.5", ""],
-        ["1", "-", "backoff", "4-7", "2", "81", "-", "killed by SIGKILL"],
+        ["0", "5000", "ready", "0-3", "0", "80", "1.5", "0.8", ""],
+        ["1", "-", "backoff", "4-7", "2", "81", "-", "-", "killed by SIGKILL"],
     ]
     connecting = {5, 7}
     assert table_rows(text, "shards") == [
