@@ -31,6 +31,7 @@ bench: install
 	$(BIN)/python scripts/bench_routing.py
 	$(BIN)/python scripts/bench_recovery.py
 	$(BIN)/python scripts/bench_state.py
+	$(BIN)/python scripts/bench_compute.py
 
 lint: install
 	$(BIN)/ruff check .

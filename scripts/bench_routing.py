@@ -136,12 +136,16 @@ async def one_run(round_trips: int, pipelined: int, window: int = WINDOW) -> dic
         figures["rss_mib"] = [worker["rss_bytes"] / 2**20 for worker in after["workers"]]
         return figures
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_master(process)
+
+
+def stop_master(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def launch_master(directory: Path) -> subprocess.Popen[bytes]:
