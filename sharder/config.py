@@ -71,6 +71,8 @@ class ComputeSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     task_timeout: Positive = 10.0  # default deadline of ctx.compute calls
     cpu_seconds: Count = 5  # CPU time one task may use (RLIMIT_CPU), then the process dies
     memory_mb: Count = 1024  # address space of a compute process (RLIMIT_AS)
+    # Added to a compute process's nice value, so that shard workers get the CPU first.
+    niceness: Annotated[int, msgspec.Meta(ge=0, le=19)] = 10
     # ``module:function`` called in each compute process with its task registry: own tasks.
     entry_point: Annotated[str, msgspec.Meta(pattern=r"^([\w.]+:\w+)?$")] = ""
     max_emoji: Count = 10  # emoji one !jumbo composes

@@ -396,6 +396,7 @@ class Supervisor:
             log_level=self.worker_log_level,
             cpu_seconds=compute.cpu_seconds,
             memory_bytes=compute.memory_mb * 1024 * 1024,
+            niceness=compute.niceness,
             entry_point=compute.entry_point,
             max_emoji=compute.max_emoji,
             jumbo_height=compute.jumbo_height,

@@ -32,6 +32,8 @@ from worker.compute_client import ComputeClient
 from worker.ipc import MasterLink, RequestError
 from worker.state import SharedState
 
+__all__ = ["Invocation", "RequestError", "ShardContext"]
+
 Handler = Callable[["Invocation"], Awaitable[Any]] | Callable[["Invocation"], Any]
 H = TypeVar("H", bound=Handler)
 

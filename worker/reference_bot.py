@@ -25,8 +25,7 @@ from typing import Any
 
 import hikari
 
-from worker.context import Invocation, ShardContext
-from worker.ipc import RequestError
+from worker.context import Invocation, RequestError, ShardContext
 from worker.state import StateError
 
 DEFAULT_PREFIX = "!"

@@ -19,8 +19,7 @@ from typing import Any
 import hikari
 
 from worker import reference_bot
-from worker.context import Invocation, ShardContext
-from worker.ipc import RequestError
+from worker.context import Invocation, RequestError, ShardContext
 
 
 def setup(bot: hikari.GatewayBot, ctx: ShardContext) -> None:
