@@ -42,6 +42,9 @@ log = logging.getLogger("worker.ipc")
 
 NONCE_ORIGIN_SHIFT = 40
 HELLO_TIMEOUT = 10.0
+# The master answers at a request's deadline, saying what it waited for; our own timer, for a
+# master that is gone, fires this much later so that it does not race the better answer.
+MASTER_GRACE = 0.25
 
 Dispatcher = Callable[[AnyMessage], None]
 # Answers to our requests; a tuple, as ``A | B`` in isinstance builds a union per call.
@@ -91,7 +94,7 @@ class MasterLink:
         nonce = request.nonce
         future: asyncio.Future[Any] = self._loop.create_future()
         self._pending[nonce] = future
-        self._deadlines.add(nonce, request.deadline)
+        self._deadlines.add(nonce, request.deadline + MASTER_GRACE)
         try:
             if not self.connection.writable:
                 await self.connection.wait_writable()
