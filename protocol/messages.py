@@ -25,7 +25,7 @@ ShardId = Annotated[int, msgspec.Meta(ge=0)]
 Nonce = Annotated[int, msgspec.Meta(ge=0)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 
-Role = Literal["master", "shard_worker", "compute_worker"]
+Role = Literal["master", "shard_worker", "compute_worker", "rest_gate"]
 ErrorCode = Literal[
     "timeout",  # the deadline passed before an answer came
     "target_down",  # the process that owns the target is dead or restarting
@@ -269,6 +269,30 @@ class ComputeResult(Message, tag="COMPUTE_RESULT"):
     content_type: str | None = None
 
 
+# -- the REST gate ------------------------------------------------------------------------------
+
+
+class RouteReport(msgspec.Struct, kw_only=True):
+    """One REST route's counts at the gate, since it started."""
+
+    route: str  # "POST /channels/{channel_id}/messages"
+    requests: int
+    queued_ms: float  # total time requests waited for their turn
+    queued_max_ms: float
+    got_429: int
+    invalid: int  # 401, 403 and non-shared 429 answers
+
+
+class RestGateReport(Message, tag="REST_GATE_REPORT"):
+    """Gate -> master, with each heartbeat's answer: what went through it."""
+
+    requests: int
+    got_429: int
+    invalid_10min: int  # invalid answers in Discord's ten-minute ban window
+    refused: int  # requests the gate answered itself: no turn before their deadline
+    routes: list[RouteReport] = []
+
+
 AnyMessage = (
     Hello
     | Heartbeat
@@ -292,6 +316,7 @@ AnyMessage = (
     | PresenceUpdate
     | ComputeRequest
     | ComputeResult
+    | RestGateReport
 )
 
 CATALOGUE: dict[str, type[Message]] = {

@@ -17,6 +17,7 @@ import msgspec
 Positive = Annotated[float, msgspec.Meta(gt=0)]
 Count = Annotated[int, msgspec.Meta(ge=1)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+Fraction = Annotated[float, msgspec.Meta(gt=0, le=1)]
 
 DEFAULT_API_URL = "https://discord.com/api/v10"
 DEFAULT_ENTRY_POINT = "worker.reference_bot:setup"
@@ -88,6 +89,18 @@ class ComputeSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     emoji_cache_mb: Annotated[int, msgspec.Meta(ge=0)] = 32  # fetched images kept per process
 
 
+class RestSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The REST gate: every worker's REST calls through one process that keeps the limits."""
+
+    gate: bool = True  # false: workers call the API directly, each on its own
+    port: Port = 0  # the gate's loopback port; 0: any free one
+    global_limit: Count = 50  # requests per second for the whole bot (raised limits: more)
+    max_wait: Positive = 30.0  # a request not admitted by then is refused (HTTP 408)
+    invalid_limit: Count = 10_000  # invalid requests per 10 minutes that get an IP banned
+    slowdown_at: Fraction = 0.5  # of invalid_limit: the global rate drops to a fifth
+    refuse_at: Fraction = 0.95  # of invalid_limit: requests are refused
+
+
 class StateSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     path: Annotated[str, msgspec.Meta(min_length=1)] = "sharder-state.db"  # SQLite, WAL
 
@@ -107,6 +120,7 @@ class SimulatorSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     strict: bool = False  # the simulator also closes identify offenders
     rest_route_limit: Count = 5  # requests per route bucket per window (Discord's for messages)
     rest_route_window: Positive = 5.0
+    rest_global_limit: Count = 50  # REST requests per second per bot (Discord's default)
     traffic_rate: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     seed: int = 1
 
@@ -119,6 +133,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     control: ControlSection = msgspec.field(default_factory=ControlSection)
     state: StateSection = msgspec.field(default_factory=StateSection)
     compute: ComputeSection = msgspec.field(default_factory=ComputeSection)
+    rest: RestSection = msgspec.field(default_factory=RestSection)
     simulator: SimulatorSection = msgspec.field(default_factory=SimulatorSection)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

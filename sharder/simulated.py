@@ -36,6 +36,7 @@ class SimulatorChild:
             "--session-start-reset", str(section.session_start_reset),
             "--rest-route-limit", str(section.rest_route_limit),
             "--rest-route-window", str(section.rest_route_window),
+            "--rest-global-limit", str(section.rest_global_limit),
             *(["--strict"] if section.strict else []),
         ]  # fmt: skip
         self.process: subprocess.Popen[bytes] | None = None

@@ -10,7 +10,7 @@ from typing import Literal
 
 import msgspec
 
-from protocol.messages import ShardState
+from protocol.messages import RouteReport, ShardState
 
 WorkerState = Literal[
     "spawning",  # process started, hello not yet received
@@ -66,6 +66,22 @@ class ComputePoolStatus(msgspec.Struct, kw_only=True):
     lost: int = 0  # the compute worker died while running them
 
 
+class RestGateStatus(msgspec.Struct, kw_only=True):
+    """The REST gate: its process, and what went through it since it started."""
+
+    pid: int | None
+    state: WorkerState
+    url: str
+    restarts: int
+    rss_bytes: int
+    last_exit: str | None
+    requests: int
+    got_429: int  # 429s Discord answered (each retried by the gate, or passed on)
+    invalid_10min: int  # 401, 403 and non-shared 429 answers in the ban window
+    refused: int  # answered by the gate itself: no turn before the deadline
+    routes: list[RouteReport] = []
+
+
 class SharderStatus(msgspec.Struct, kw_only=True):
     pid: int
     uptime_s: float
@@ -78,6 +94,7 @@ class SharderStatus(msgspec.Struct, kw_only=True):
     shards: list[ShardStatus]
     compute: list[ComputeStatus] = []
     compute_pool: ComputePoolStatus = msgspec.field(default_factory=ComputePoolStatus)
+    rest_gate: RestGateStatus | None = None  # None: workers call the API directly
     workers_connected_s: float | None = None  # from start to every worker's hello
     shards_ready_s: float | None = None  # from start to every shard ready
 

@@ -6,7 +6,9 @@ due. A process exit is seen the moment it happens through the process sentinel; 
 after ``heartbeat_misses`` unanswered pings. Restarts back off exponentially, and a worker that
 exits more than ``crash_loop_restarts`` times within ``crash_loop_window`` is left failed while
 the others keep serving. Children are the shard workers and the compute workers; they differ
-in what they are spawned with and whom their messages go to (the router, the compute pool).
+in what they are spawned with and whom their messages go to (the router, the compute pool);
+the REST gate is a child too, on a listening socket the master keeps, so that its port (the
+workers' REST base) outlives its restarts.
 
     spawning --hello--> starting --all shards ready--> ready
         \\                   \\                         /
@@ -23,6 +25,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import socket
 import sqlite3
 import time
 from collections.abc import Callable, Coroutine
@@ -32,6 +35,8 @@ from typing import Any, Literal
 
 from protocol import (
     PROTOCOL_VERSION,
+    AnyMessage,
+    Connection,
     ConnectionClosed,
     Frame,
     RoutingTable,
@@ -46,6 +51,7 @@ from protocol.messages import (
     IdentifyGrant,
     IdentifyRequest,
     PresenceUpdate,
+    RestGateReport,
     ShardDisconnect,
     ShardHealth,
     ShardReady,
@@ -53,7 +59,7 @@ from protocol.messages import (
     StateSync,
     StateUpdate,
 )
-from sharder import gateway_info
+from sharder import gateway_info, rest_gate
 from sharder.compute_pool import ComputePool
 from sharder.config import Config
 from sharder.identify import IdentifyGate
@@ -62,7 +68,7 @@ from sharder.state_service import StateService
 from sharder.status import SharderStatus
 from sharder.store import StateStore, StoreError
 from sharder.systemd import Notifier
-from sharder.workers import ChildHandle, ComputeHandle, WorkerHandle
+from sharder.workers import ChildHandle, ComputeHandle, RestGateHandle, WorkerHandle
 from worker import compute_worker, shard_worker
 from worker.spec import ComputeSpec, WorkerSpec
 
@@ -109,6 +115,8 @@ class Supervisor:
             compute_id: ComputeHandle(compute_id, backoff)
             for compute_id in range(config.compute.workers or os.cpu_count() or 1)
         }
+        self.rest_gate: RestGateHandle | None = None  # made with its socket, in run()
+        self._rest_listener: socket.socket | None = None
         self.state: Literal["starting", "running", "stopping"] = "starting"
         self.started_at = time.monotonic()
         self.exit_code = 0
@@ -161,6 +169,16 @@ class Supervisor:
             budget.remaining,
             budget.total,
         )
+        if self.config.rest.gate:
+            try:
+                self._rest_listener = socket.create_server(("127.0.0.1", self.config.rest.port))
+            except OSError as error:
+                log.error("cannot listen for the REST gate: %s", error)
+                return 1
+            port = self._rest_listener.getsockname()[1]
+            self.rest_gate = RestGateHandle(
+                self.config.supervisor.restart_backoff, f"http://127.0.0.1:{port}"
+            )
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self._on_signal, signum)
         try:
@@ -177,6 +195,8 @@ class Supervisor:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
             self._kill_all()
+            if self._rest_listener is not None:
+                self._rest_listener.close()
             if self.state_service is not None:
                 await self.state_service.store.close()
         return self.exit_code
@@ -208,7 +228,8 @@ class Supervisor:
         self.on_tick()
 
     def _children(self) -> list[ChildHandle]:
-        return [*self.workers.values(), *self.compute.values()]
+        gate = [self.rest_gate] if self.rest_gate is not None else []
+        return [*gate, *self.workers.values(), *self.compute.values()]
 
     def _until_next_heartbeat(self) -> float:
         wake_at = self._next_heartbeat
@@ -289,7 +310,7 @@ class Supervisor:
         ``resumable``); a compute worker exits when its link closes."""
         if handle.connection is None or not handle.connection.is_open:
             return
-        if isinstance(handle, ComputeHandle):
+        if isinstance(handle, ComputeHandle | RestGateHandle):
             handle.connection.close()
         elif isinstance(handle, WorkerHandle):
             message = ShardDisconnect(
@@ -348,6 +369,10 @@ class Supervisor:
         if isinstance(handle, WorkerHandle):
             spec = self._worker_spec(handle)
             process = SPAWN.Process(target=shard_worker.main, args=(spec, child_end), name=name)
+        elif isinstance(handle, RestGateHandle):
+            gate = self._rest_gate_spec()
+            arguments = (gate, self._rest_listener, child_end)
+            process = SPAWN.Process(target=rest_gate.main, args=arguments, name=name)
         else:
             assert isinstance(handle, ComputeHandle)
             compute = self._compute_spec(handle)
@@ -377,7 +402,11 @@ class Supervisor:
             shard_ids=tuple(handle.shard_ids),
             shard_count=self.config.sharding.shards,
             token=self.discord.token,
-            api_url=self.discord.api_url,
+            api_url=(
+                f"{self.rest_gate.url}/w/{handle.id}/api/v10"
+                if self.rest_gate is not None
+                else self.discord.api_url
+            ),
             entry_point=self.config.bot.entry_point,
             intents=self.discord.intents,
             master_pid=os.getpid(),
@@ -386,6 +415,19 @@ class Supervisor:
             log_level=self.worker_log_level,
             sessions=sessions,
             guild_counts=dict(handle.guild_counts),
+        )
+
+    def _rest_gate_spec(self) -> rest_gate.RestGateSpec:
+        rest = self.config.rest
+        return rest_gate.RestGateSpec(
+            api_url=self.discord.api_url,
+            master_pid=os.getpid(),
+            log_level=self.worker_log_level,
+            global_limit=rest.global_limit,
+            max_wait=rest.max_wait,
+            invalid_limit=rest.invalid_limit,
+            slowdown_at=rest.slowdown_at,
+            refuse_at=rest.refuse_at,
         )
 
     def _compute_spec(self, handle: ComputeHandle) -> ComputeSpec:
@@ -436,6 +478,9 @@ class Supervisor:
             handle.state = "ready"
             connection.deliver_to(self.pool.receiver(handle))
             self.pool.worker_up(handle)
+        elif isinstance(handle, RestGateHandle):
+            handle.state = "ready"
+            connection.deliver_to(self._rest_gate_receiver(handle))
         await connection.wait_closed()
         if handle.process is not process or handle.stopping:
             return
@@ -446,6 +491,18 @@ class Supervisor:
         # The worker sent what is not a frame: it cannot be trusted to carry on.
         log.error("%s link ended: %s; replacing it", handle, connection.error)
         self._kill(handle, f"link ended: {connection.error}")
+
+    def _rest_gate_receiver(
+        self, handle: RestGateHandle
+    ) -> Callable[[Connection, list[AnyMessage], list[Frame]], None]:
+        def receive(_: Connection, messages: list[AnyMessage], frames: list[Frame]) -> None:
+            for message in messages:
+                if isinstance(message, RestGateReport):
+                    handle.report = message
+                elif isinstance(message, HeartbeatAck):
+                    self.on_heartbeat_ack(handle, message)
+
+        return receive
 
     def _kill(self, handle: ChildHandle, reason: str) -> None:
         """Kill the child's process for ``reason``, which its exit will be reported with."""
@@ -657,6 +714,7 @@ class Supervisor:
             shards=shards,
             compute=[handle.status() for handle in self.compute.values()],
             compute_pool=self.pool.status(),
+            rest_gate=self.rest_gate.status() if self.rest_gate is not None else None,
         )
 
     def _later(self, coroutine: Coroutine[Any, Any, None]) -> None:

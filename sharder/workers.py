@@ -14,8 +14,14 @@ from collections import deque
 from multiprocessing.process import BaseProcess
 
 from protocol import Connection
-from protocol.messages import ComputeRequest, HeartbeatAck, ShardHealth
-from sharder.status import ComputeStatus, ShardStatus, WorkerState, WorkerStatus
+from protocol.messages import ComputeRequest, HeartbeatAck, RestGateReport, ShardHealth
+from sharder.status import (
+    ComputeStatus,
+    RestGateStatus,
+    ShardStatus,
+    WorkerState,
+    WorkerStatus,
+)
 from worker.spec import Session
 
 SERVING_STATES: frozenset[WorkerState] = frozenset({"starting", "ready"})
@@ -140,6 +146,33 @@ class ComputeHandle(ChildHandle):
             restarts=self.restarts,
             rss_bytes=health.rss_bytes if health else 0,
             last_exit=self.last_exit,
+        )
+
+
+class RestGateHandle(ChildHandle):
+    """The REST gate process: its latest report of what went through it."""
+
+    kind = "rest_gate"
+
+    def __init__(self, first_backoff: float, url: str) -> None:
+        super().__init__(0, first_backoff)
+        self.url = url  # what the workers' hikari is pointed at, below /w/{worker}/api/v10
+        self.report: RestGateReport | None = None
+
+    def status(self) -> RestGateStatus:
+        report = self.report or RestGateReport(requests=0, got_429=0, invalid_10min=0, refused=0)
+        return RestGateStatus(
+            pid=self.pid,
+            state=self.state,
+            url=self.url,
+            restarts=self.restarts,
+            rss_bytes=self.health.rss_bytes if self.health else 0,
+            last_exit=self.last_exit,
+            requests=report.requests,
+            got_429=report.got_429,
+            invalid_10min=report.invalid_10min,
+            refused=report.refused,
+            routes=report.routes,
         )
 
 

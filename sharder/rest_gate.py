@@ -1,0 +1,207 @@
+"""The REST gate process: one loopback HTTP proxy in front of Discord's API for every worker.
+
+Each worker's hikari gets ``rest_url = http://127.0.0.1:PORT/w/{worker}/api/v10``: every REST
+call of every worker, hikari's own included, comes here, so no request escapes the limits.
+The worker id in the path lets the gate take workers in turn. Requests are admitted by
+``RestLimits`` and forwarded to the configured API base; responses (Discord's rate-limit
+headers included, which hikari paces itself by) stream back unchanged. A 429 is retried here
+once its pause is over, so the workers do not each collect it. Request bodies up to
+``RETRY_BODY_MAX`` are read first, so that a retry can send them again; larger ones (big
+uploads) are streamed and a 429 on them goes back to hikari, which retries. Headers are never
+logged: they carry the bot token.
+
+It runs in its own process (supervised by the master like the workers, on a listening socket
+the master keeps across restarts), not in the master's event loop: see the README's REST gate
+section for the measurement behind that.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing.connection
+import signal
+import socket
+import sys
+from dataclasses import dataclass
+
+import aiohttp
+import psutil
+import uvloop
+from aiohttp import hdrs, web
+from multidict import CIMultiDict
+
+from protocol import AnyMessage
+from protocol.messages import Heartbeat, HeartbeatAck, RestGateReport, RouteReport
+from sharder.rest_limits import GateRefusal, RestLimits
+from worker.ipc import MasterLink
+from worker.lifetime import die_with_parent
+
+log = logging.getLogger("sharder.rest_gate")
+
+RETRY_BODY_MAX = 1024 * 1024
+BODY_MAX = 32 * 1024 * 1024  # above Discord's 25 MiB upload limit, with multipart framing
+HOP_BY_HOP = frozenset(
+    {
+        hdrs.CONNECTION,
+        hdrs.KEEP_ALIVE,
+        hdrs.TRANSFER_ENCODING,
+        hdrs.CONTENT_LENGTH,
+        hdrs.HOST,
+        hdrs.TE,
+        hdrs.UPGRADE,
+        hdrs.PROXY_AUTHORIZATION,
+    }
+)
+REFUSED_STATUS = 408  # hikari raises a client error at once, without retrying
+GATE_ID = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RestGateSpec:
+    """What the master tells the gate process at spawn."""
+
+    api_url: str  # the real API base: Discord's, or the simulator's
+    master_pid: int
+    log_level: str
+    global_limit: int
+    max_wait: float
+    invalid_limit: int
+    slowdown_at: float
+    refuse_at: float
+
+
+def main(
+    spec: RestGateSpec, listener: socket.socket, pipe: multiprocessing.connection.Connection
+) -> None:
+    """Process entry (``multiprocessing`` spawn target)."""
+    die_with_parent(spec.master_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the master decides how we stop
+    logging.basicConfig(
+        level=spec.log_level,
+        format="%(asctime)s %(levelname)s rest-gate %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    sys.exit(uvloop.run(RestGate(spec).run(listener, pipe)))
+
+
+class RestGate:
+    def __init__(self, spec: RestGateSpec) -> None:
+        self.spec = spec
+        self.upstream = spec.api_url.rstrip("/")
+        self.limits = RestLimits(
+            spec.global_limit,
+            max_wait=spec.max_wait,
+            invalid_limit=spec.invalid_limit,
+            slowdown_at=spec.slowdown_at,
+            refuse_at=spec.refuse_at,
+        )
+        self._process = psutil.Process()
+
+    async def run(
+        self, listener: socket.socket, pipe: multiprocessing.connection.Connection
+    ) -> int:
+        self.link = await MasterLink.open(pipe, "rest_gate", GATE_ID)
+        # No decompression: bodies pass through as Discord sent them, with their headers.
+        self.session = aiohttp.ClientSession(auto_decompress=False)
+        app = web.Application(client_max_size=BODY_MAX)
+        app.router.add_route("*", "/w/{worker:[0-9]+}/api/v10/{tail:.*}", self.forward)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        await web.SockSite(runner, listener).start()
+        log.info("forwarding to %s, %d requests/s", self.upstream, self.spec.global_limit)
+        try:
+            await self.link.serve(self._dispatch)
+        finally:
+            await runner.cleanup()
+            await self.session.close()
+        return 0
+
+    def _dispatch(self, message: AnyMessage) -> None:
+        if isinstance(message, Heartbeat):
+            self.link.send(
+                HeartbeatAck(
+                    nonce=message.nonce, loop_lag_ms=0.0, rss_bytes=self._process.memory_info().rss
+                )
+            )
+            self.link.send(self.report())
+
+    def report(self) -> RestGateReport:
+        limits = self.limits
+        routes = [
+            RouteReport(
+                route=name,
+                requests=counts.requests,
+                queued_ms=round(counts.queued_s * 1000, 1),
+                queued_max_ms=round(counts.queued_max_s * 1000, 1),
+                got_429=counts.got_429,
+                invalid=counts.invalid,
+            )
+            for name, counts in sorted(limits.routes.items())
+        ]
+        return RestGateReport(
+            requests=sum(route.requests for route in routes),
+            got_429=sum(route.got_429 for route in routes),
+            invalid_10min=limits.invalid_count(),
+            refused=limits.refused,
+            routes=routes,
+        )
+
+    async def forward(self, request: web.Request) -> web.StreamResponse:
+        worker = int(request.match_info["worker"])
+        path = "/" + request.match_info["tail"]
+        url = f"{self.upstream}{path}"
+        if request.query_string:
+            url = f"{url}?{request.query_string}"
+        headers = CIMultiDict(
+            (name, value) for name, value in request.headers.items() if name not in HOP_BY_HOP
+        )
+        length = request.content_length
+        body: bytes | aiohttp.StreamReader | None
+        if length is None or length <= RETRY_BODY_MAX:
+            body = await request.read() if request.can_read_body else None
+        else:
+            body = request.content
+            headers[hdrs.CONTENT_LENGTH] = str(length)
+        while True:
+            try:
+                admission = await self.limits.admit(worker, request.method, path)
+            except GateRefusal as refusal:
+                log.warning("refused %s %s: %s", request.method, path, refusal)
+                return web.json_response(
+                    {"message": f"REST gate: {refusal}", "code": 0}, status=REFUSED_STATUS
+                )
+            try:
+                upstream = await self.session.request(
+                    request.method, url, headers=headers, data=body, allow_redirects=False
+                )
+            except aiohttp.ClientError as error:
+                self.limits.release(admission)
+                log.warning("%s %s: the API did not answer: %s", request.method, path, error)
+                return web.json_response(
+                    {"message": f"REST gate: the API did not answer: {error}", "code": 0},
+                    status=502,
+                )
+            retry = self.limits.settle(admission, upstream.status, upstream.headers)
+            if retry and not isinstance(body, aiohttp.StreamReader):
+                log.info("%s %s: 429, retried after its pause", request.method, path)
+                upstream.release()
+                continue
+            async with upstream:
+                return await self._relay(request, upstream)
+
+    @staticmethod
+    async def _relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+        response = web.StreamResponse(
+            status=upstream.status,
+            reason=upstream.reason,
+            headers=CIMultiDict(
+                (name, value) for name, value in upstream.headers.items() if name not in HOP_BY_HOP
+            ),
+        )
+        if upstream.content_length is not None:
+            response.content_length = upstream.content_length
+        await response.prepare(request)
+        async for chunk in upstream.content.iter_any():
+            await response.write(chunk)
+        await response.write_eof()
+        return response
