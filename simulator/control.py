@@ -1,7 +1,8 @@
 """The control API under ``/_sim/``: how tests and benchmarks drive the simulator and read it.
 
 Inject what users do (messages, slash commands, traffic), force what Discord does to a shard
-(RECONNECT, INVALID_SESSION, a dropped TCP connection, a close code), change the world (guilds
+(RECONNECT, INVALID_SESSION, a dropped TCP connection, a close code) or to a REST route (a
+shared 429 for every caller, ``POST /_sim/ratelimits/shared``), change the world (guilds
 joining and leaving), and read the truth (stats, sessions, the bot's messages). Bodies are
 validated where they enter: a bad one gets a 400 that says what is wrong.
 """
@@ -9,15 +10,16 @@ validated where they enter: a bad one gets a 400 that says what is wrong.
 from __future__ import annotations
 
 import random
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from simulator.gateway import Gateway, GatewayConnection, Op
 from simulator.messages import MessageLog
 from simulator.payloads import PayloadFactory
 from simulator.responses import error_response, json_response
+from simulator.rest import API_PREFIX, RestApi
 from simulator.stats import Stats
 from simulator.traffic import TrafficGenerator, TrafficSpec
 from simulator.world import Guild, World, guild_of
@@ -55,6 +57,12 @@ class CloseRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     reason: str = "closed by the simulator's control API"
 
 
+class SharedRateLimit(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    method: str
+    route: str  # the path template under /api/v10, as "/channels/{channel_id}/messages"
+    retry_after: Annotated[float, msgspec.Meta(gt=0, le=60)]
+
+
 class BadRequest(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -70,7 +78,9 @@ class Control:
         messages: MessageLog,
         traffic: TrafficGenerator,
         stats: Stats,
+        rest: RestApi,
     ) -> None:
+        self.rest = rest
         self.world = world
         self.payloads = payloads
         self.gateway = gateway
@@ -98,6 +108,7 @@ class Control:
             web.post("/_sim/traffic/start", self.start_traffic),
             web.post("/_sim/traffic/stop", self.stop_traffic),
             web.get("/_sim/traffic", self.get_traffic),
+            web.post("/_sim/ratelimits/shared", self.force_shared_429),
         ]
 
     @web.middleware
@@ -217,6 +228,24 @@ class Control:
         for connection in connections:
             await connection.close(body.code, body.reason)
         return json_response({"connections": len(connections)})
+
+    # -- what Discord does to a REST route -----------------------------------------------------
+
+    async def force_shared_429(self, request: web.Request) -> web.Response:
+        body = await self._body(request, SharedRateLimit)
+        if body.method not in hdrs.METH_ALL:
+            raise BadRequest(400, f"method {body.method!r} is not an HTTP method, as 'POST'")
+        rest = self.rest
+        if (body.method, body.route) not in rest.served:
+            raise BadRequest(
+                400,
+                f"the REST API serves no {body.method} {body.route!r}; route is a path template"
+                f" under {API_PREFIX}, as '/channels/{{channel_id}}/messages'",
+            )
+        rest.limiter.force_shared(body.method, body.route, body.retry_after)
+        return json_response(
+            {"route": body.route, "method": body.method, "until_s": body.retry_after}
+        )
 
     # -- the world -------------------------------------------------------------------------------
 

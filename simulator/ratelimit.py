@@ -4,6 +4,11 @@ A route's bucket is its method and path template; the limit applies per bucket a
 parameter* (channel, guild, webhook or interaction, with its token), so two channels do not
 share a window but report the same ``X-RateLimit-Bucket``. On top sits the global limit of
 requests per second per bot, which interaction callbacks are exempt from, as on Discord.
+
+A route can also be forced into a *shared* 429 (``force_shared``), as Discord answers when a
+resource many bots use is busy: until it ends, every call to the route, whatever its major
+parameter, is refused with ``X-RateLimit-Scope: shared``. It is checked before the global limit,
+so a refused call takes no global slot.
 """
 
 from __future__ import annotations
@@ -12,11 +17,14 @@ import hashlib
 import math
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 from simulator.limits import FixedWindow
 
 MAJOR_PARAMETERS = ("channel_id", "guild_id", "webhook_id", "interaction_id")
 GLOBAL_WINDOW = 1.0
+
+Scope = Literal["user", "global", "shared"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +32,7 @@ class Verdict:
     allowed: bool
     headers: dict[str, str]
     retry_after: float = 0.0
-    is_global: bool = False
+    scope: Scope | None = None  # what refused the call; None when it is allowed
 
 
 class RestRateLimiter:
@@ -34,6 +42,11 @@ class RestRateLimiter:
         self._global = FixedWindow(global_limit, GLOBAL_WINDOW)
         self._buckets: dict[tuple[str, str], FixedWindow] = {}
         self._bucket_ids: dict[str, str] = {}
+        self._shared_until: dict[str, float] = {}  # route -> monotonic end of its forced 429
+
+    def force_shared(self, method: str, template: str, retry_after: float) -> None:
+        """Refuse every call to the route, on any major parameter, for ``retry_after`` seconds."""
+        self._shared_until[f"{method} {template}"] = time.monotonic() + retry_after
 
     def check(
         self,
@@ -57,6 +70,15 @@ class RestRateLimiter:
             bucket = self._buckets[(bucket_id, major)] = FixedWindow(
                 self.route_limit, self.route_window
             )
+        shared_until = self._shared_until.get(route)
+        if shared_until is not None:
+            if now < shared_until:
+                shared_after = shared_until - now
+                headers = self._bucket_headers(bucket, bucket_id, now)
+                headers["X-RateLimit-Scope"] = "shared"
+                headers["Retry-After"] = str(math.ceil(shared_after))
+                return Verdict(False, headers, shared_after, "shared")
+            del self._shared_until[route]  # over: the route answers from its buckets again
         if not exempt_from_global and not self._global.try_acquire(now):
             retry_after = self._global.reset_after(now)
             headers = {
@@ -64,18 +86,23 @@ class RestRateLimiter:
                 "X-RateLimit-Scope": "global",
                 "Retry-After": str(math.ceil(retry_after)),
             }
-            return Verdict(False, headers, retry_after, is_global=True)
+            return Verdict(False, headers, retry_after, "global")
         allowed = bucket.try_acquire(now)
+        headers = self._bucket_headers(bucket, bucket_id, now)
+        if allowed:
+            return Verdict(True, headers)
         reset_after = bucket.reset_after(now)
-        headers = {
+        headers["X-RateLimit-Scope"] = "user"
+        headers["Retry-After"] = str(math.ceil(reset_after))
+        return Verdict(False, headers, reset_after, "user")
+
+    @staticmethod
+    def _bucket_headers(bucket: FixedWindow, bucket_id: str, now: float) -> dict[str, str]:
+        reset_after = bucket.reset_after(now)
+        return {
             "X-RateLimit-Limit": str(bucket.limit),
             "X-RateLimit-Remaining": str(bucket.remaining(now)),
             "X-RateLimit-Reset": f"{time.time() + reset_after:.3f}",
             "X-RateLimit-Reset-After": f"{reset_after:.3f}",
             "X-RateLimit-Bucket": bucket_id,
         }
-        if allowed:
-            return Verdict(True, headers)
-        headers["X-RateLimit-Scope"] = "user"
-        headers["Retry-After"] = str(math.ceil(reset_after))
-        return Verdict(False, headers, reset_after)

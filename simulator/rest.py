@@ -2,8 +2,9 @@
 
 Every call but the interaction and webhook ones (which carry their own token in the path, as on
 Discord) needs ``Authorization: Bot TOKEN``. Every response carries the rate limit headers of
-its bucket; a call over a bucket or the global limit gets a 429 with ``retry_after`` and
-``global`` in its body. Errors use Discord's JSON error codes.
+its bucket; a call over a bucket or the global limit, or to a route the control API forced into
+a shared 429, gets a 429 with ``retry_after`` and ``global`` in its body and the limit's
+``X-RateLimit-Scope``. Errors use Discord's JSON error codes.
 """
 
 from __future__ import annotations
@@ -115,6 +116,7 @@ class RestApi:
             config.rest_route_limit, config.rest_route_window, config.rest_global_limit
         )
         self.commands: dict[int | None, list[Payload]] = {}  # by guild; None: global commands
+        self.served: frozenset[tuple[str, str]] = frozenset()  # (method, template), once built
         self._authorization = f"Bot {world.token()}"
 
     def application(self) -> web.Application:
@@ -147,6 +149,8 @@ class RestApi:
             web.put("/applications/{application_id}/guilds/{guild_id}/commands", self.put_commands),
         ]
         api.add_routes(routes)
+        self.served = frozenset((route.method, route.path) for route in routes)
+        # The control API reaches this object through the app it mounts under /api/v10.
         return api
 
     # -- the guard every call passes -----------------------------------------------------------
@@ -171,11 +175,12 @@ class RestApi:
         )
         if not verdict.allowed:
             self.stats.rest_429 += 1
-            self.stats.rest_global_429 += verdict.is_global
+            self.stats.rest_global_429 += verdict.scope == "global"
+            self.stats.rest_shared_429 += verdict.scope == "shared"
             body = {
                 "message": "You are being rate limited.",
                 "retry_after": round(verdict.retry_after, 3),
-                "global": verdict.is_global,
+                "global": verdict.scope == "global",
                 "code": 0,
             }
             return json_response(body, 429, verdict.headers)

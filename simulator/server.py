@@ -66,7 +66,13 @@ class Simulator:
         )
         self.traffic = TrafficGenerator(self.world, self.payloads, self.gateway, self.messages)
         self.control = Control(
-            self.world, self.payloads, self.gateway, self.messages, self.traffic, self.stats
+            self.world,
+            self.payloads,
+            self.gateway,
+            self.messages,
+            self.traffic,
+            self.stats,
+            self.rest,
         )
         self.base_url = ""
         self._runner: web.AppRunner | None = None

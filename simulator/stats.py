@@ -31,6 +31,7 @@ class Stats:
     rest_401: int = 0
     rest_429: int = 0
     rest_global_429: int = 0
+    rest_shared_429: int = 0  # refused by a shared 429 the control API forced on the route
     bot_messages: int = 0
     user_messages: int = 0
     interactions: int = 0

@@ -348,6 +348,132 @@ async def test_interaction_callbacks_are_exempt_from_the_global_limit() -> None:
         assert api.sim.stats.rest_global_429 == 1
 
 
+MESSAGES_ROUTE = "/channels/{channel_id}/messages"
+
+
+async def force_shared_429(api: Api, retry_after: float, route: str = MESSAGES_ROUTE) -> None:
+    body = {"method": "POST", "route": route, "retry_after": retry_after}
+    reply = await api.control("POST", "/ratelimits/shared", body)
+    assert reply.status == 200, reply
+    assert reply.body == {"route": route, "method": "POST", "until_s": retry_after}
+
+
+async def test_forced_shared_429_refuses_the_route_on_every_channel_until_retry_after() -> None:
+    async with simulator_api(rest_route_limit=5, rest_global_limit=10_000) as api:
+        first = api.channel_of(api.guild_at(0), 0)
+        other = api.channel_of(api.guild_at(1), 0)
+        before = await api.post_message(first, "before")
+        assert before.status == 200, before
+        bucket = before.headers["X-RateLimit-Bucket"]
+
+        await force_shared_429(api, 1.5)
+        limited = [await api.post_message(first, "refused"), await api.post_message(other, "too")]
+        called_at = time.time()
+        for reply, remaining in zip(limited, ["4", "5"], strict=True):
+            assert reply.status == 429, reply
+            assert reply.headers["Content-Type"] == "application/json"
+            assert set(reply.body) == {"message", "retry_after", "global", "code"}
+            assert reply.body["message"] == "You are being rate limited."
+            assert (reply.body["global"], reply.body["code"]) == (False, 0)
+            retry_after = reply.body["retry_after"]
+            assert 0 < retry_after <= 1.5 and round(retry_after, 3) == retry_after
+            headers = reply.headers
+            assert headers["X-RateLimit-Scope"] == "shared"
+            assert headers["Retry-After"] in {"1", "2"}  # whole seconds: ceil of what is left
+            assert headers["X-RateLimit-Bucket"] == bucket
+            assert headers["X-RateLimit-Limit"] == "5"
+            # The refusal took nothing from the channel's own bucket.
+            assert headers["X-RateLimit-Remaining"] == remaining
+            reset_after = float(headers["X-RateLimit-Reset-After"])
+            assert float(headers["X-RateLimit-Reset"]) == pytest.approx(
+                called_at + reset_after, abs=2
+            )
+            assert "X-RateLimit-Global" not in headers
+
+        # Other routes, on the same channel too, answer as before.
+        assert (await api.call("GET", f"/channels/{first}")).status == 200
+        edited = await api.call(
+            "PATCH", f"/channels/{first}/messages/{before.body['id']}", json={"content": "ok"}
+        )
+        assert edited.status == 200, edited
+        stats = (await api.control("GET", "/stats")).body
+        assert (stats["rest_429"], stats["rest_shared_429"], stats["rest_global_429"]) == (2, 2, 0)
+
+        await asyncio.sleep(limited[-1].body["retry_after"] + 0.05)
+        after = [await api.post_message(first, "after"), await api.post_message(other, "after")]
+        assert [reply.status for reply in after] == [200, 200], after
+        assert [reply.headers["X-RateLimit-Remaining"] for reply in after] == ["3", "4"]
+        assert [m["content"] for m in await api.bot_messages()] == ["ok", "after", "after"]
+        assert (api.sim.stats.rest_429, api.sim.stats.rest_shared_429) == (2, 2)
+
+
+async def test_forced_shared_429_takes_no_global_slot() -> None:
+    async with simulator_api(rest_global_limit=2, rest_route_limit=10_000) as api:
+        channel_id = api.channel_of(api.guild_at(0))
+        await force_shared_429(api, 5)
+        for n in range(3):
+            assert (await api.post_message(channel_id, f"refused {n}")).status == 429
+        # Both global slots of this second are still free.
+        assert (await api.call("GET", "/users/@me")).status == 200
+        assert (await api.call("GET", "/gateway")).status == 200
+        stats = api.sim.stats
+        assert (stats.rest_429, stats.rest_shared_429, stats.rest_global_429) == (3, 3, 0)
+
+
+async def test_forced_shared_429_on_a_webhook_route_refuses_every_token(api: Api) -> None:
+    followup = "/webhooks/{webhook_id}/{token}"
+    await force_shared_429(api, 5, followup)
+    for _ in range(2):
+        interaction = (await api.control("POST", "/interactions", {"command": "ping"})).body
+        path = f"/webhooks/{api.bot_id}/{interaction['token']}"
+        reply = await api.call("POST", path, token=None, json={"content": "x"})
+        assert reply.status == 429, reply
+        assert reply.headers["X-RateLimit-Scope"] == "shared"
+    assert api.sim.stats.rest_shared_429 == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ({"method": "post", "route": MESSAGES_ROUTE, "retry_after": 1}, "not an HTTP method"),
+        ({"method": "FETCH", "route": MESSAGES_ROUTE, "retry_after": 1}, "not an HTTP method"),
+        ({"method": "DELETE", "route": MESSAGES_ROUTE, "retry_after": 1}, "serves no DELETE"),
+        ({"method": "POST", "route": "/api/v10" + MESSAGES_ROUTE, "retry_after": 1}, "serves no"),
+        ({"method": "POST", "route": "/channels/123/messages", "retry_after": 1}, "serves no"),
+        ({"method": "POST", "route": MESSAGES_ROUTE, "retry_after": 0}, "retry_after"),
+        ({"method": "POST", "route": MESSAGES_ROUTE, "retry_after": -1}, "retry_after"),
+        ({"method": "POST", "route": MESSAGES_ROUTE, "retry_after": 60.5}, "retry_after"),
+        ({"method": "POST", "route": MESSAGES_ROUTE, "retry_after": "1"}, "retry_after"),
+        ({"method": "POST", "route": MESSAGES_ROUTE}, "retry_after"),
+        ({"method": "POST", "route": MESSAGES_ROUTE, "retry_after": 1, "x": 1}, "x"),
+        ([], "SharedRateLimit"),
+    ],
+    ids=[
+        "lowercase-method",
+        "unknown-method",
+        "method-not-served",
+        "api-prefix",
+        "concrete-path",
+        "zero",
+        "negative",
+        "over-60",
+        "string",
+        "missing",
+        "extra-field",
+        "array",
+    ],
+)
+async def test_a_bad_shared_429_request_is_400_with_the_reason(
+    api: Api, body: object, reason: str
+) -> None:
+    reply = await api.control("POST", "/ratelimits/shared", body)
+    assert reply.status == 400, reply
+    assert reason in reply.body["message"], reply
+    channel_id = api.channel_of(api.guild_at(0))
+    assert (await api.post_message(channel_id, "not limited")).status == 200
+    assert api.sim.stats.rest_shared_429 == 0
+
+
 # -- creating messages --------------------------------------------------------------------------
 
 

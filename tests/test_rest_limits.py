@@ -1,0 +1,156 @@
+"""The REST gate's rules in isolation: routes and majors, buckets learned from headers, the fair
+global limit, what a 429 pauses, invalid requests and deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from sharder.rest_limits import GateRefusal, RestLimits, Route, route_of
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "template", "major"),
+    [
+        ("post", "/channels/123/messages", "/channels/{channel_id}/messages", "channels/123"),
+        ("GET", "/channels/1/messages/4", "/channels/{channel_id}/messages/{id}", "channels/1"),
+        ("GET", "/guilds/9/members/8?limit=5", "/guilds/{guild_id}/members/{id}", "guilds/9"),
+        ("POST", "/webhooks/7/tok-en/", "/webhooks/{webhook_id}/{token}", "webhooks/7/tok-en"),
+        (
+            "POST",
+            "/interactions/5/abc/callback",
+            "/interactions/{interaction_id}/{token}/callback",
+            "interactions/5/abc",
+        ),
+        ("GET", "/gateway/bot", "/gateway/bot", ""),
+        ("GET", "/users/@me", "/users/@me", ""),
+        (
+            "PUT",
+            "/channels/1/messages/2/reactions/%F0%9F%98%80/@me",
+            "/channels/{channel_id}/messages/{id}/reactions/%F0%9F%98%80/@me",
+            "channels/1",
+        ),
+    ],
+)
+def test_routes_and_their_major_parameters(
+    method: str, path: str, template: str, major: str
+) -> None:
+    assert route_of(method, path) == Route(method.upper(), template, major)
+
+
+def test_only_interaction_callbacks_are_exempt_from_the_global_limit() -> None:
+    assert route_of("POST", "/interactions/5/abc/callback").exempt_from_global
+    assert not route_of("POST", "/webhooks/7/tok").exempt_from_global
+    assert not route_of("POST", "/channels/1/messages").exempt_from_global
+
+
+def headers(limit: int, remaining: int, reset_after: float, bucket: str = "b1") -> dict[str, str]:
+    return {
+        "X-RateLimit-Limit": str(limit),
+        "X-RateLimit-Remaining": str(remaining),
+        "X-RateLimit-Reset-After": str(reset_after),
+        "X-RateLimit-Bucket": bucket,
+    }
+
+
+async def test_an_unknown_bucket_lets_one_request_learn_it_then_its_limit_holds() -> None:
+    limits = RestLimits(50)
+    first = await limits.admit(0, "POST", "/channels/1/messages")
+    second = asyncio.create_task(limits.admit(1, "POST", "/channels/1/messages"))
+    await asyncio.sleep(0.05)
+    assert not second.done()  # waits for the first answer
+    limits.settle(first, 200, headers(limit=2, remaining=1, reset_after=0.3))
+    settled = await asyncio.wait_for(second, 1)
+    limits.settle(settled, 200, headers(limit=2, remaining=0, reset_after=0.25))
+    started = time.monotonic()
+    await limits.admit(2, "POST", "/channels/1/messages")  # the window is spent: waits
+    assert time.monotonic() - started >= 0.2
+    # Another channel is another bucket: no wait.
+    started = time.monotonic()
+    await limits.admit(0, "POST", "/channels/2/messages")
+    assert time.monotonic() - started < 0.05
+
+
+async def test_the_global_limit_holds_in_any_second_and_workers_take_turns() -> None:
+    limits = RestLimits(10, margin=0.0)
+    order: list[int] = []
+
+    async def send(worker: int, channel: int) -> None:
+        admission = await limits.admit(worker, "GET", f"/channels/{channel}")
+        order.append(worker)
+        limits.settle(admission, 200, {})
+
+    started = time.monotonic()
+    # Worker 0 asks for 15 first, worker 1 for 5 after it: worker 1 is not served last.
+    await asyncio.gather(
+        *(send(0, channel) for channel in range(15)),
+        *(send(1, channel) for channel in range(100, 105)),
+    )
+    elapsed = time.monotonic() - started
+    assert 1.0 <= elapsed < 1.5  # 20 requests at 10 per second: the second ten a second later
+    # The first ten went at once; then the two workers alternate, though worker 0 asked first.
+    assert order[10:] == [0, 1] * 5
+
+
+async def test_a_shared_429_pauses_every_major_of_the_route_and_asks_for_a_retry() -> None:
+    limits = RestLimits(50)
+    admission = await limits.admit(0, "POST", "/channels/1/messages")
+    shared = {**headers(5, 4, 1.0), "X-RateLimit-Scope": "shared", "Retry-After": "0.3"}
+    assert limits.settle(admission, 429, shared)
+    started = time.monotonic()
+    await limits.admit(1, "POST", "/channels/2/messages")  # another channel, the same route
+    assert time.monotonic() - started >= 0.25
+    assert limits.invalid_count() == 0  # shared 429s do not count towards a ban
+    assert limits.routes["POST /channels/{channel_id}/messages"].got_429 == 1
+
+
+async def test_a_global_429_pauses_everything() -> None:
+    limits = RestLimits(50)
+    admission = await limits.admit(0, "GET", "/users/@me")
+    assert limits.settle(admission, 429, {"X-RateLimit-Global": "true", "Retry-After": "0.3"})
+    started = time.monotonic()
+    await limits.admit(1, "GET", "/guilds/1")
+    assert time.monotonic() - started >= 0.25
+    assert limits.invalid_count() == 1
+
+
+async def test_a_request_that_cannot_get_a_turn_in_time_is_refused_with_the_reason() -> None:
+    limits = RestLimits(50, max_wait=0.2)
+    admission = await limits.admit(0, "POST", "/channels/1/messages")
+    limits.settle(admission, 200, headers(limit=1, remaining=0, reset_after=30))
+    started = time.monotonic()
+    with pytest.raises(GateRefusal, match="is spent until its reset: not within 0 s"):
+        await limits.admit(0, "POST", "/channels/1/messages")
+    assert time.monotonic() - started < 0.1  # refused at once: the reset is past the deadline
+    assert limits.refused == 1
+
+
+async def test_invalid_requests_slow_the_gate_down_then_stop_it_before_a_ban() -> None:
+    limits = RestLimits(50, invalid_limit=20, slowdown_at=0.5, refuse_at=0.9, margin=0.0)
+    for channel in range(10):
+        admission = await limits.admit(0, "GET", f"/channels/{channel}")
+        limits.settle(admission, 403, {})
+    assert limits.invalid_count() == 10
+    started = time.monotonic()
+    for channel in range(100, 111):  # 10 a second now: the eleventh waits
+        admission = await limits.admit(0, "GET", f"/channels/{channel}")
+        limits.settle(admission, 200, {})
+    assert time.monotonic() - started >= 0.9
+    for channel in range(8):
+        admission = await limits.admit(0, "GET", f"/guilds/{channel}")
+        limits.settle(admission, 401, {})
+    with pytest.raises(GateRefusal, match=r"18 invalid requests .* Discord bans at 20"):
+        await limits.admit(0, "GET", "/users/@me")
+
+
+async def test_routes_that_discord_says_share_a_bucket_share_its_limit() -> None:
+    limits = RestLimits(50)
+    first = await limits.admit(0, "GET", "/channels/1/messages/5")
+    limits.settle(first, 200, headers(limit=1, remaining=0, reset_after=0.3, bucket="same"))
+    other = await limits.admit(0, "PATCH", "/channels/1/messages/5")
+    limits.settle(other, 200, headers(limit=1, remaining=0, reset_after=0.3, bucket="same"))
+    started = time.monotonic()
+    await limits.admit(0, "GET", "/channels/1/messages/6")
+    assert time.monotonic() - started >= 0.25
