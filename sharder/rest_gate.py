@@ -50,6 +50,7 @@ HOP_BY_HOP = frozenset(
         hdrs.TE,
         hdrs.UPGRADE,
         hdrs.PROXY_AUTHORIZATION,
+        hdrs.EXPECT,  # answered here, by aiohttp's server; the upstream request sends at once
     }
 )
 REFUSED_STATUS = 408  # hikari raises a client error at once, without retrying

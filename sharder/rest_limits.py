@@ -177,7 +177,9 @@ class RestLimits:
             if bucket.limit is None:  # the first answer: what the window holds now
                 bucket.remaining = int(remaining) if remaining is not None else 0
             bucket.limit = int(limit)
-            bucket.reset_at = max(bucket.reset_at, now + reset_after)
+            ends = now + reset_after
+            # The first answer of a window says when it ends; later ones may only push it back.
+            bucket.reset_at = ends if bucket.reset_at == math.inf else max(bucket.reset_at, ends)
         counts = self._counts(route)
         scope = headers.get("X-RateLimit-Scope", "")
         if status in INVALID_STATUSES and not (status == 429 and scope == "shared"):

@@ -24,7 +24,7 @@ from simulator.gateway import Gateway
 from simulator.messages import MessageLog
 from simulator.payloads import PayloadFactory, SnowflakeFactory
 from simulator.responses import error_response
-from simulator.rest import API_PREFIX, RestApi
+from simulator.rest import API_PREFIX, MAX_REQUEST_SIZE, RestApi
 from simulator.stats import Stats
 from simulator.traffic import TrafficGenerator
 from simulator.world import World
@@ -99,7 +99,8 @@ class Simulator:
         return self.base_url
 
     def application(self) -> web.Application:
-        app = web.Application(middlewares=[self.control.errors])
+        # The REST sub-app takes uploads up to Discord's limit; the main app reads the request.
+        app = web.Application(middlewares=[self.control.errors], client_max_size=MAX_REQUEST_SIZE)
         app.router.add_get("/gateway", self.gateway.handle)
         app.add_routes(self.control.routes())
         app.router.add_get(

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import psutil
 
 from sharder.control import ControlUnavailable, call
@@ -54,6 +55,8 @@ request_timeout = 5.0
 [compute]
 workers = 1
 {compute}
+[rest]
+{rest}
 [simulator]
 guilds = {guilds}
 {simulator}
@@ -125,6 +128,13 @@ class RunningSharder:
 
     async def reply_to(self, injected: dict[str, Any], timeout: float = REPLY_TIMEOUT) -> str:
         """The content of the bot's reply to an injected message."""
+        content: str = (await self.reply_message(injected, timeout))["content"]
+        return content
+
+    async def reply_message(
+        self, injected: dict[str, Any], timeout: float = REPLY_TIMEOUT
+    ) -> dict[str, Any]:
+        """The bot's reply to an injected message, as the simulator lists messages."""
         sim = await self.simulator()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -134,13 +144,26 @@ class RunningSharder:
             for reply in replies:
                 reference = reply["message_reference"] or {}
                 if reference.get("message_id") == str(injected["id"]):
-                    content: str = reply["content"]
-                    return content
+                    return dict(reply)
             await asyncio.sleep(0.05)
         raise TimeoutError(f"no reply to {injected} within {timeout} s")
 
-    async def ask(self, content: str, guild_id: int | None = None) -> str:
-        return await self.reply_to(await self.say(content, guild_id))
+    async def attachment_of_reply(self, content: str, guild_id: int | None = None) -> bytes:
+        """The bytes the bot attached to its reply to ``content``."""
+        reply = await self.reply_message(await self.say(content, guild_id))
+        assert reply["attachments"], f"a reply without an attachment: {reply['content']}"
+        return await self.download(reply["attachments"][0]["url"])
+
+    @staticmethod
+    async def download(url: str) -> bytes:
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            assert response.status == 200, url
+            return await response.read()
+
+    async def ask(
+        self, content: str, guild_id: int | None = None, timeout: float = REPLY_TIMEOUT
+    ) -> str:
+        return await self.reply_to(await self.say(content, guild_id), timeout)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -171,10 +194,11 @@ async def running_sharder(
     simulator: str = "",
     supervisor: str = "",
     compute: str = "",
+    rest: str = "",
     environment: dict[str, str] | None = None,
 ) -> AsyncIterator[RunningSharder]:
-    """``simulator``, ``supervisor``, ``compute``: more keys of those tables of the config, as
-    TOML lines."""
+    """``simulator``, ``supervisor``, ``compute``, ``rest``: more keys of those tables of the
+    config, as TOML lines."""
     directory = Path(tempfile.mkdtemp(prefix="sharder-", dir="/tmp"))  # short: socket paths
     config_path = directory / "sharder.toml"
     text = TEST_CONFIG.format(
@@ -185,6 +209,7 @@ async def running_sharder(
         simulator=simulator,
         supervisor=supervisor,
         compute=compute,
+        rest=rest,
     )
     config_path.write_text(text)
     try:

@@ -154,3 +154,14 @@ async def test_routes_that_discord_says_share_a_bucket_share_its_limit() -> None
     started = time.monotonic()
     await limits.admit(0, "GET", "/channels/1/messages/6")
     assert time.monotonic() - started >= 0.25
+
+
+async def test_each_new_window_learns_its_end_from_its_first_answer() -> None:
+    limits = RestLimits(50)
+    first = await limits.admit(0, "POST", "/channels/1/messages")
+    limits.settle(first, 200, headers(limit=1, remaining=0, reset_after=0.2))
+    for _ in range(3):  # window after window: each waits for the previous one's end
+        started = time.monotonic()
+        admission = await asyncio.wait_for(limits.admit(0, "POST", "/channels/1/messages"), 1)
+        assert time.monotonic() - started >= 0.15
+        limits.settle(admission, 200, headers(limit=1, remaining=0, reset_after=0.2))

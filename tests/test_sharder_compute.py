@@ -11,12 +11,11 @@ import signal
 import time
 from typing import Any
 
-import aiohttp
 from PIL import Image
 
 from simulator.child import call_control
 from simulator.world import EMOJI_BASE
-from tests.sharder_run import REPLY_TIMEOUT, RunningSharder, running_sharder
+from tests.sharder_run import RunningSharder, running_sharder
 
 TASKS = 'entry_point = "tests.bots.compute_tasks:setup"'
 
@@ -39,24 +38,9 @@ async def reply_with_attachment(
     sharder: RunningSharder, content: str, guild_id: int
 ) -> Image.Image:
     """The image the bot attached to its reply to ``content``, decoded."""
-    injected = await sharder.say(content, guild_id)
-    sim = await sharder.simulator()
-    deadline = time.monotonic() + REPLY_TIMEOUT
-    while time.monotonic() < deadline:
-        replies = await call_control(
-            sim.control_url, "GET", f"/messages?channel_id={injected['channel_id']}"
-        )
-        for reply in replies:
-            if (reply["message_reference"] or {}).get("message_id") == str(injected["id"]):
-                assert reply["attachments"], f"a reply without an attachment: {reply['content']}"
-                url = reply["attachments"][0]["url"]
-                async with aiohttp.ClientSession() as session, session.get(url) as response:
-                    assert response.status == 200
-                    image = Image.open(io.BytesIO(await response.read()))
-                    image.load()
-                    return image
-        await asyncio.sleep(0.05)
-    raise TimeoutError(f"no reply to {content!r}")
+    image = Image.open(io.BytesIO(await sharder.attachment_of_reply(content, guild_id)))
+    image.load()
+    return image
 
 
 async def test_math_and_jumbo_are_answered_end_to_end_by_the_reference_bot() -> None:

@@ -112,12 +112,13 @@ class ComputeWorker:
 
     async def run(self, pipe: multiprocessing.connection.Connection) -> int:
         self.loop = asyncio.get_running_loop()
-        self.link = await MasterLink.open(pipe, "compute_worker", self.spec.compute_id)
+        # Everything slow before the hello: after it, heartbeats must be answered.
         if self.spec.entry_point:
             load_entry_point(self.spec.entry_point)(self.registry)
         Image.init()  # every image plugin now: a sealed task cannot import one later
         self.sandbox.limit_process(self.spec.memory_bytes)
         self.sandbox.install()
+        self.link = await MasterLink.open(pipe, "compute_worker", self.spec.compute_id)
         try:
             await self.link.serve(self._dispatch)
         finally:

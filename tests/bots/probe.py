@@ -7,13 +7,19 @@ machinery, driven by messages injected into the simulator and answered through R
     !compute <task> <json args> [timeout] [count]   ctx.compute, ``count`` calls at once: a JSON
                                                     list of "ok <value>" / "error <code> ..."
     !bump / !stream <guild> <user> <n>, !afk <user> <note>   shared state writes
+    !upload <bytes>                                 replies with that many random bytes attached
+                                                    and their SHA-256 as the content
+    handler "flood" {"count", "window", "channel"?}  sends ``count`` messages, ``window`` at a
+                                                    time, to the shard's channels (or one)
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
+import time
 from typing import Any
 
 import hikari
@@ -59,6 +65,37 @@ def setup(bot: hikari.GatewayBot, ctx: ShardContext) -> None:
     async def fail(call: Invocation) -> None:
         raise RuntimeError(f"failing on shard {call.shard_id} as asked")
 
+    @ctx.handler("flood")
+    async def flood(call: Invocation) -> dict[str, float]:
+        order = json.loads(call.payload)
+        channels = [int(order["channel"])] if "channel" in order else shard_channels(call.shard_id)
+        count = int(order["count"])
+        sent = failed = 0
+        started = time.monotonic()
+
+        async def lane() -> None:
+            nonlocal sent, failed
+            while sent + failed < count:
+                index = sent + failed
+                sent += 1
+                try:
+                    await bot.rest.create_message(channels[index % len(channels)], f"flood {index}")
+                except hikari.HikariError:
+                    sent -= 1
+                    failed += 1
+
+        await asyncio.gather(*(lane() for _ in range(int(order["window"]))))
+        return {"sent": sent, "failed": failed, "seconds": time.monotonic() - started}
+
+    def shard_channels(shard_id: int) -> list[int]:
+        return [
+            int(channel_id)
+            for guild_id in bot.cache.get_guilds_view()
+            if ctx.shard_of(int(guild_id)) == shard_id
+            for channel_id, channel in bot.cache.get_guild_channels_view_for_guild(guild_id).items()
+            if channel.type == hikari.ChannelType.GUILD_TEXT
+        ]
+
     @bot.listen(hikari.GuildMessageCreateEvent)
     async def on_message(event: hikari.GuildMessageCreateEvent) -> None:
         if not event.is_human or not event.content:
@@ -84,6 +121,12 @@ def setup(bot: hikari.GatewayBot, ctx: ShardContext) -> None:
             for _ in range(count):
                 await ctx.state.count(guild_id, user_id, "stream")
             answer = f"streamed {count}"
+        elif words[0] == "!upload":
+            data = os.urandom(int(words[1]))
+            attachment = hikari.Bytes(data, "upload.bin")
+            digest = hashlib.sha256(data).hexdigest()
+            await event.message.respond(digest, attachment=attachment, reply=True)
+            return
         elif words[0] == "!garbage":
             transport = ctx._link.connection._transport  # a test hook, on purpose
             assert transport is not None
