@@ -9,9 +9,12 @@ tells ``settle`` what came back. Admission waits, in order:
    to learn it; a known one lets ``limit`` through per window, the window's end taken from
    ``X-RateLimit-Reset-After`` as the response arrived (never earlier than Discord's);
 2. for a global slot: at most ``global_limit`` requests in any window of one second (plus a
-   margin for the trip to Discord), so a fixed window of Discord's never sees more; waiting
-   workers take turns, so one busy worker does not starve the others. Interaction callbacks
-   are exempt, as on Discord.
+   margin for the trip to Discord), spaced evenly, so a fixed window of Discord's never sees
+   more; waiting workers take turns, so one busy worker does not starve the others.
+   Interaction callbacks are exempt, as on Discord. The spacing matters: a burst of a whole
+   second's requests keeps the API busy, the next second's first request can then be counted
+   late, and the window it opens catches the following burst (measured: 50 429s in 4,000
+   messages with bursts, none spaced).
 
 A 429 pauses what it names for everyone: the bucket (``user``), every major of the route
 (``shared``), or everything (``global``); the request is then retried. Invalid requests (401,
@@ -291,11 +294,19 @@ class RestLimits:
                 turn.cancel()
 
     def _slot_free(self, now: float) -> bool:
-        if now < self._global_until:
-            return False
+        return now >= self._next_slot_at(now)
+
+    def _next_slot_at(self, now: float) -> float:
+        """When the next global slot opens: the window has room, and the spacing has passed."""
         while self._sent and now - self._sent[0] >= self.window:
             self._sent.popleft()
-        return len(self._sent) < self._rate(now)
+        rate = self._rate(now)
+        opens = self._global_until
+        if self._sent:
+            opens = max(opens, self._sent[-1] + self.window / rate)
+            if len(self._sent) >= rate:
+                opens = max(opens, self._sent[len(self._sent) - rate] + self.window)
+        return opens
 
     def _rate(self, now: float) -> int:
         if self.invalid_count(now) >= self.slowdown_at * self.invalid_limit:
@@ -316,8 +327,8 @@ class RestLimits:
             self._sent.append(now)
             turn.set_result(None)
         if self._turns and self._wakeup is None:
-            free_at = max(self._global_until, self._sent[0] + self.window if self._sent else now)
             loop = asyncio.get_running_loop()
+            free_at = self._next_slot_at(now)
             self._wakeup = loop.call_at(self._loop_time(free_at), self._grant_turns)
 
     # -- invalid requests --------------------------------------------------------------------

@@ -40,8 +40,10 @@ async def eight_workers_flood(gate: bool) -> tuple[int, float, dict[str, Any]]:
         shards=8,
         workers=8,
         guilds=64,
-        simulator="rest_global_limit = 50",
-        supervisor="request_timeout = 30.0",
+        # Route buckets out of the way, so that the global limit is what binds (hikari sends
+        # a route's first call to each new channel through one shared "unknown" bucket, which
+        # a spent channel bucket would stall).
+        simulator="rest_global_limit = 50\nrest_route_limit = 1000",
         rest=f"gate = {'true' if gate else 'false'}",
     ) as sharder:
         await sharder.wait_ready()
@@ -52,8 +54,14 @@ async def eight_workers_flood(gate: bool) -> tuple[int, float, dict[str, Any]]:
         after = await stats(sharder)
         assert [outcome["value"]["sent"] for outcome in outcomes.values()] == [500] * 8
         assert after["bot_messages"] - before["bot_messages"] >= 4000
-        status = await sharder.status()
+        # The gate reports with each heartbeat: wait for the one that has every message.
+        status = await sharder.wait_until(lambda s: s["rest_gate"] is None or sent(s) >= 4000, 5)
         return after["rest_429"] - before["rest_429"], 4000 / elapsed, status
+
+
+def sent(status: dict[str, Any]) -> int:
+    routes = status["rest_gate"]["routes"]
+    return sum(route["requests"] for route in routes if route["route"] == f"POST {MESSAGES}")
 
 
 async def test_eight_workers_flooding_get_no_429_through_the_gate_and_keep_the_rate() -> None:
@@ -62,9 +70,7 @@ async def test_eight_workers_flooding_get_no_429_through_the_gate_and_keep_the_r
     assert got_429 == 0
     assert rate >= 0.95 * 50
     gate = status["rest_gate"]
-    route = next(r for r in gate["routes"] if r["route"] == f"POST {MESSAGES}")
-    assert route["requests"] >= 4000 and route["got_429"] == 0
-    assert gate["invalid_10min"] == 0
+    assert sent(status) >= 4000 and gate["got_429"] == 0 and gate["invalid_10min"] == 0
 
 
 async def test_without_the_gate_the_same_flood_collects_429s() -> None:

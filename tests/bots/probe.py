@@ -85,7 +85,8 @@ def setup(bot: hikari.GatewayBot, ctx: ShardContext) -> None:
                     failed += 1
 
         await asyncio.gather(*(lane() for _ in range(int(order["window"]))))
-        return {"sent": sent, "failed": failed, "seconds": time.monotonic() - started}
+        seconds = time.monotonic() - started
+        return {"sent": sent, "failed": failed, "seconds": seconds, "channels": len(channels)}
 
     def shard_channels(shard_id: int) -> list[int]:
         return [
