@@ -17,11 +17,13 @@ section for the measurement behind that.
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing.connection
 import signal
 import socket
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -153,9 +155,7 @@ class RestGate:
         url = f"{self.upstream}{path}"
         if request.query_string:
             url = f"{url}?{request.query_string}"
-        headers = CIMultiDict(
-            (name, value) for name, value in request.headers.items() if name not in HOP_BY_HOP
-        )
+        headers = forwarded(request.headers)
         length = request.content_length
         body: bytes | aiohttp.StreamReader | None
         if length is None or length <= RETRY_BODY_MAX:
@@ -182,22 +182,22 @@ class RestGate:
                     {"message": f"REST gate: the API did not answer: {error}", "code": 0},
                     status=502,
                 )
-            retry = self.limits.settle(admission, upstream.status, upstream.headers)
+            if upstream.status != 429:
+                self.limits.settle(admission, upstream.status, upstream.headers)
+                async with upstream:
+                    return await self._relay(request, upstream)
+            async with upstream:
+                limited = await upstream.read()
+            retry = self.limits.settle(admission, 429, upstream.headers, retry_after(limited))
             if retry and not isinstance(body, aiohttp.StreamReader):
                 log.info("%s %s: 429, retried after its pause", request.method, path)
-                upstream.release()
                 continue
-            async with upstream:
-                return await self._relay(request, upstream)
+            return web.Response(status=429, body=limited, headers=forwarded(upstream.headers))
 
     @staticmethod
     async def _relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
         response = web.StreamResponse(
-            status=upstream.status,
-            reason=upstream.reason,
-            headers=CIMultiDict(
-                (name, value) for name, value in upstream.headers.items() if name not in HOP_BY_HOP
-            ),
+            status=upstream.status, reason=upstream.reason, headers=forwarded(upstream.headers)
         )
         if upstream.content_length is not None:
             response.content_length = upstream.content_length
@@ -206,3 +206,17 @@ class RestGate:
             await response.write(chunk)
         await response.write_eof()
         return response
+
+
+def forwarded(headers: Mapping[str, str]) -> CIMultiDict[str]:
+    """The headers that go on to the other side: all but the connection's own."""
+    return CIMultiDict((name, value) for name, value in headers.items() if name not in HOP_BY_HOP)
+
+
+def retry_after(body: bytes) -> float | None:
+    """A 429 body's ``retry_after`` in seconds, if it has a usable one."""
+    try:
+        value = json.loads(body).get("retry_after")
+    except (ValueError, AttributeError):
+        return None
+    return float(value) if isinstance(value, int | float) and value >= 0 else None

@@ -114,7 +114,7 @@ class RestLimits:
         global_limit: int,
         *,
         max_wait: float = 30.0,
-        margin: float = 0.025,
+        margin: float = 0.04,
         invalid_limit: int = 10_000,
         slowdown_at: float = 0.5,
         refuse_at: float = 0.95,
@@ -132,6 +132,7 @@ class RestLimits:
         self._paused: dict[str, float] = {}  # bucket id or route name -> until (shared 429s)
         self._global_until = 0.0  # a global 429's pause
         self._sent: deque[float] = deque()  # global slots taken within the window
+        self._next_slot = 0.0  # when the evenly spaced timeline has its next slot
         self._invalid: deque[float] = deque()
         self._waiting: dict[int, deque[asyncio.Future[None]]] = {}  # worker -> its turn
         self._turns: deque[int] = deque()  # workers waiting for a global slot, in turn
@@ -165,8 +166,17 @@ class RestLimits:
         counts.queued_max_s = max(counts.queued_max_s, queued)
         return Admission(route, bucket, worker, now, deadline)
 
-    def settle(self, admission: Admission, status: int, headers: Mapping[str, str]) -> bool:
-        """Learn from a response; True if it was a 429 the request should be retried after."""
+    def settle(
+        self,
+        admission: Admission,
+        status: int,
+        headers: Mapping[str, str],
+        retry_after: float | None = None,
+    ) -> bool:
+        """Learn from a response; True if it was a 429 the request should be retried after.
+
+        ``retry_after``: a 429 body's (in milliseconds' precision, where ``Retry-After`` is
+        rounded up to whole seconds)."""
         now = time.monotonic()
         route, bucket = admission.route, admission.bucket
         bucket.in_flight -= 1
@@ -192,7 +202,8 @@ class RestLimits:
         if status != 429:
             return False
         counts.got_429 += 1
-        retry_after = _number(headers.get("Retry-After")) or 1.0
+        if retry_after is None:
+            retry_after = _number(headers.get("Retry-After")) or 1.0
         if headers.get("X-RateLimit-Global") or scope == "global":
             self._global_until = max(self._global_until, now + retry_after)
         elif scope == "shared":
@@ -273,7 +284,7 @@ class RestLimits:
 
     async def _take_global_slot(self, worker: int, route: Route, deadline: float) -> None:
         if not self._turns and self._slot_free(time.monotonic()):
-            self._sent.append(time.monotonic())
+            self._take_slot(time.monotonic())
             return
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(worker, deque()).append(turn)
@@ -301,12 +312,18 @@ class RestLimits:
         while self._sent and now - self._sent[0] >= self.window:
             self._sent.popleft()
         rate = self._rate(now)
-        opens = self._global_until
-        if self._sent:
-            opens = max(opens, self._sent[-1] + self.window / rate)
-            if len(self._sent) >= rate:
-                opens = max(opens, self._sent[len(self._sent) - rate] + self.window)
+        opens = max(self._global_until, self._next_slot)
+        if len(self._sent) >= rate:
+            opens = max(opens, self._sent[len(self._sent) - rate] + self.window)
         return opens
+
+    def _take_slot(self, now: float) -> None:
+        self._sent.append(now)
+        spacing = self.window / self._rate(now)
+        # The timeline goes on from where it should be, not from a slightly late send, so that
+        # a busy loop's lateness does not add up; after a pause it starts again from now.
+        on_time = now - self._next_slot < spacing
+        self._next_slot = (self._next_slot if on_time else now) + spacing
 
     def _rate(self, now: float) -> int:
         if self.invalid_count(now) >= self.slowdown_at * self.invalid_limit:
@@ -324,7 +341,7 @@ class RestLimits:
                 self._turns.append(worker)  # round robin: the next worker goes next
             if turn.done():  # given up at its deadline
                 continue
-            self._sent.append(now)
+            self._take_slot(now)
             turn.set_result(None)
         if self._turns and self._wakeup is None:
             loop = asyncio.get_running_loop()

@@ -71,6 +71,7 @@ def setup(bot: hikari.GatewayBot, ctx: ShardContext) -> None:
         channels = [int(order["channel"])] if "channel" in order else shard_channels(call.shard_id)
         count = int(order["count"])
         sent = failed = 0
+        ids: list[int] = []  # of the messages made: Discord's clock says when each arrived
         started = time.monotonic()
 
         async def lane() -> None:
@@ -78,15 +79,21 @@ def setup(bot: hikari.GatewayBot, ctx: ShardContext) -> None:
             while sent + failed < count:
                 index = sent + failed
                 sent += 1
+                channel = channels[index % len(channels)]
                 try:
-                    await bot.rest.create_message(channels[index % len(channels)], f"flood {index}")
+                    ids.append(int((await bot.rest.create_message(channel, f"flood {index}")).id))
                 except hikari.HikariError:
                     sent -= 1
                     failed += 1
 
         await asyncio.gather(*(lane() for _ in range(int(order["window"]))))
-        seconds = time.monotonic() - started
-        return {"sent": sent, "failed": failed, "seconds": seconds, "channels": len(channels)}
+        return {
+            "sent": sent,
+            "failed": failed,
+            "seconds": time.monotonic() - started,
+            "first_id": min(ids, default=0),
+            "last_id": max(ids, default=0),
+        }
 
     def shard_channels(shard_id: int) -> list[int]:
         return [
