@@ -32,6 +32,7 @@ bench: install
 	$(BIN)/python scripts/bench_recovery.py
 	$(BIN)/python scripts/bench_state.py
 	$(BIN)/python scripts/bench_compute.py
+	$(BIN)/python scripts/bench_rest.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -25,6 +25,8 @@ from protocol.messages import (
     ReplyError,
     ReplyOk,
     Request,
+    RestGateReport,
+    RouteReport,
     ShardDisconnect,
     ShardHealth,
     ShardReady,
@@ -76,6 +78,22 @@ SAMPLES: list[Message] = [
     PresenceUpdate(guild_id=GUILD, user_id=USER, status="idle", activity="chess"),
     ComputeRequest(nonce=8, deadline=deadline_in(2), task="math", args={"expr": "2+2"}),
     ComputeResult(nonce=9, value={"width": 256}, data=b"\x89PNG\r\n", content_type="image/png"),
+    RestGateReport(
+        requests=120,
+        got_429=1,
+        invalid_10min=1,
+        refused=0,
+        routes=[
+            RouteReport(
+                route="POST /channels/{channel_id}/messages",
+                requests=120,
+                queued_ms=840.5,
+                queued_max_ms=20.1,
+                got_429=1,
+                invalid=1,
+            )
+        ],
+    ),
 ]
 
 
