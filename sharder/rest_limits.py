@@ -39,6 +39,7 @@ TOKEN_AFTER = ("webhooks", "interactions")  # their second segment is a token, p
 INVALID_STATUSES = frozenset({401, 403, 429})
 BAN_WINDOW = 600.0  # Discord counts invalid requests over ten minutes
 SLOWED_RATE = 0.2  # the share of the global limit left once invalid requests pile up
+CATCH_UP_SLOTS = 4  # global slots a late gate may send at once to get back on its timeline
 _ID = re.compile(r"^[0-9]{1,20}$")
 
 
@@ -321,8 +322,9 @@ class RestLimits:
         self._sent.append(now)
         spacing = self.window / self._rate(now)
         # The timeline goes on from where it should be, not from a slightly late send, so that
-        # a busy loop's lateness does not add up; after a pause it starts again from now.
-        on_time = now - self._next_slot < spacing
+        # a busy machine's lateness does not add up (the window still caps the catching up);
+        # after a pause it starts again from now.
+        on_time = now - self._next_slot < CATCH_UP_SLOTS * spacing
         self._next_slot = (self._next_slot if on_time else now) + spacing
 
     def _rate(self, now: float) -> int:
