@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 from protocol import AnyMessage, Connection, Frame
+from protocol.connection import Receiver
 from protocol.deadlines import DeadlineWheel
 from protocol.messages import (
     ComputeRequest,
@@ -30,7 +31,6 @@ from sharder.workers import ChildHandle, ComputeHandle, WorkerHandle
 
 log = logging.getLogger("sharder.compute")
 
-Receiver = Callable[[Connection, list[AnyMessage], list[Frame]], None]
 RESULTS = (ComputeResult, ReplyError)
 
 

@@ -110,16 +110,11 @@ def _header(status: SharderStatus) -> Text:
 
 
 def _workers_table(workers: list[WorkerStatus]) -> Table:
-    table = Table(title="workers", title_justify="left", expand=False)
     columns = ("worker", "pid", "state", "shards", "restarts", "RSS MiB", "loop lag ms", "ping ms")
-    for column in columns:
-        table.add_column(column, justify="left" if column in ("state", "shards") else "right")
-    table.add_column("last exit")
+    table = _process_table("workers", columns, left=("state", "shards"))
     for worker in workers:
         table.add_row(
-            str(worker.id),
-            "-" if worker.pid is None else str(worker.pid),
-            _styled_state(worker.state),
+            *_process_cells(worker.id, worker.pid, worker.state),
             shard_ranges(worker.shards),
             str(worker.restarts),
             f"{worker.rss_bytes / 2**20:.0f}" if worker.rss_bytes else "-",
@@ -130,20 +125,29 @@ def _workers_table(workers: list[WorkerStatus]) -> Table:
     return table
 
 
+def _process_table(title: str, columns: tuple[str, ...], left: tuple[str, ...]) -> Table:
+    """A table of processes: ``columns`` (those in ``left`` left-aligned), then the last exit."""
+    table = Table(title=title, title_justify="left", expand=False)
+    for column in columns:
+        table.add_column(column, justify="left" if column in left else "right")
+    table.add_column("last exit")
+    return table
+
+
+def _process_cells(process_id: int, pid: int | None, state: str) -> tuple[str, str, Text]:
+    return str(process_id), "-" if pid is None else str(pid), _styled_state(state)
+
+
 def _compute_table(workers: list[ComputeStatus], pool: ComputePoolStatus) -> Table:
     title = (
         f"compute pool: {pool.queued}/{pool.queue_size} queued, {pool.done} done, "
         f"{pool.timed_out} timed out, {pool.busy} refused busy, {pool.lost} lost"
     )
-    table = Table(title=title, title_justify="left", expand=False)
-    for column in ("compute", "pid", "state", "task", "done", "restarts", "RSS MiB"):
-        table.add_column(column, justify="left" if column in ("state", "task") else "right")
-    table.add_column("last exit")
+    columns = ("compute", "pid", "state", "task", "done", "restarts", "RSS MiB")
+    table = _process_table(title, columns, left=("state", "task"))
     for worker in workers:
         table.add_row(
-            str(worker.id),
-            "-" if worker.pid is None else str(worker.pid),
-            _styled_state(worker.state),
+            *_process_cells(worker.id, worker.pid, worker.state),
             worker.task or "",
             str(worker.tasks_done),
             str(worker.restarts),

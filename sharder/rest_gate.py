@@ -33,7 +33,7 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
 from protocol import AnyMessage
-from protocol.messages import Heartbeat, HeartbeatAck, RestGateReport, RouteReport
+from protocol.messages import Heartbeat, RestGateReport, RouteReport
 from sharder.rest_limits import GateRefusal, RestLimits
 from worker.ipc import MasterLink
 from worker.lifetime import die_with_parent
@@ -121,11 +121,7 @@ class RestGate:
 
     def _dispatch(self, message: AnyMessage) -> None:
         if isinstance(message, Heartbeat):
-            self.link.send(
-                HeartbeatAck(
-                    nonce=message.nonce, loop_lag_ms=0.0, rss_bytes=self._process.memory_info().rss
-                )
-            )
+            self.link.acknowledge(message, self._process.memory_info().rss)
             self.link.send(self.report())
 
     def report(self) -> RestGateReport:

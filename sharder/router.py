@@ -15,13 +15,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import msgspec
 
 from protocol import AnyMessage, Connection, Frame, RoutingTable
+from protocol.connection import Receiver
 from protocol.deadlines import DeadlineWheel
 from protocol.messages import (
     CommandBroadcast,
@@ -45,7 +46,6 @@ from sharder.workers import WorkerHandle
 
 log = logging.getLogger("sharder.router")
 
-Receiver = Callable[[Connection, list[AnyMessage], list[Frame]], None]
 ANSWERS = (ReplyOk, ReplyError)  # a tuple: ``A | B`` in isinstance builds a union per call
 
 

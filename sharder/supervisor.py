@@ -43,6 +43,7 @@ from protocol import (
     open_connection,
     socket_from_pipe,
 )
+from protocol.connection import Receiver
 from protocol.messages import (
     ComputeRequest,
     Heartbeat,
@@ -492,9 +493,7 @@ class Supervisor:
         log.error("%s link ended: %s; replacing it", handle, connection.error)
         self._kill(handle, f"link ended: {connection.error}")
 
-    def _rest_gate_receiver(
-        self, handle: RestGateHandle
-    ) -> Callable[[Connection, list[AnyMessage], list[Frame]], None]:
+    def _rest_gate_receiver(self, handle: RestGateHandle) -> Receiver:
         def receive(_: Connection, messages: list[AnyMessage], frames: list[Frame]) -> None:
             for message in messages:
                 if isinstance(message, RestGateReport):

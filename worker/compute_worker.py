@@ -32,7 +32,6 @@ from protocol.messages import (
     ComputeResult,
     ErrorCode,
     Heartbeat,
-    HeartbeatAck,
     ReplyError,
 )
 from worker import compute_emoji, compute_math
@@ -127,11 +126,7 @@ class ComputeWorker:
 
     def _dispatch(self, message: AnyMessage) -> None:
         if isinstance(message, Heartbeat):
-            self.link.send(
-                HeartbeatAck(
-                    nonce=message.nonce, loop_lag_ms=0.0, rss_bytes=self._process.memory_info().rss
-                )
-            )
+            self.link.acknowledge(message, self._process.memory_info().rss)
         elif isinstance(message, ComputeRequest):
             if self._running is not None:
                 self._refuse(message.nonce, "busy", "this compute worker is running a task")

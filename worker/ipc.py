@@ -29,6 +29,8 @@ from protocol.deadlines import DeadlineWheel
 from protocol.messages import (
     ComputeResult,
     ErrorCode,
+    Heartbeat,
+    HeartbeatAck,
     Hello,
     IdentifyGrant,
     Message,
@@ -107,6 +109,10 @@ class MasterLink:
         finally:
             self._deadlines.discard(nonce)
             self._pending.pop(nonce, None)
+
+    def acknowledge(self, heartbeat: Heartbeat, rss_bytes: int, loop_lag_ms: float = 0.0) -> None:
+        """Answer the master's heartbeat: alive, and this big."""
+        self.send(HeartbeatAck(nonce=heartbeat.nonce, loop_lag_ms=loop_lag_ms, rss_bytes=rss_bytes))
 
     def send(self, message: Message) -> None:
         """Queue a message for the master (written with the rest of this loop turn's); dropped
