@@ -246,12 +246,14 @@ class Supervisor:
             f"{ready}/{status.shard_count} shards ready, "
             f"{sum(w.state == 'ready' for w in status.workers)}/{len(status.workers)} workers ready"
         )
+        # A message that could not go out (systemd's queue full) is sent again next pass: a
+        # lost READY would have systemd give up on the start.
         if not self._notified_ready and ready == status.shard_count:
-            self._notified_ready = True
-            self.notifier.ready(line)
-        elif line != self._notified_status:
-            self.notifier.status(line)
-        self._notified_status = line
+            self._notified_ready = self.notifier.ready(line)
+            if self._notified_ready:
+                self._notified_status = line
+        elif line != self._notified_status and self.notifier.status(line):
+            self._notified_status = line
         interval = self.notifier.watchdog_interval
         if interval is not None and now >= self._next_watchdog:
             self.notifier.watchdog()

@@ -37,27 +37,30 @@ class Notifier:
     def enabled(self) -> bool:
         return self._socket is not None
 
-    def ready(self, status: str) -> None:
-        self._send(f"READY=1\nSTATUS={status}")
+    def ready(self, status: str) -> bool:
+        return self._send(f"READY=1\nSTATUS={status}")
 
-    def status(self, status: str) -> None:
-        self._send(f"STATUS={status}")
+    def status(self, status: str) -> bool:
+        return self._send(f"STATUS={status}")
 
-    def watchdog(self) -> None:
-        self._send("WATCHDOG=1")
+    def watchdog(self) -> bool:
+        return self._send("WATCHDOG=1")
 
-    def stopping(self, status: str) -> None:
-        self._send(f"STOPPING=1\nSTATUS={status}")
+    def stopping(self, status: str) -> bool:
+        return self._send(f"STOPPING=1\nSTATUS={status}")
 
     def close(self) -> None:
         if self._socket is not None:
             self._socket.close()
             self._socket = None
 
-    def _send(self, message: str) -> None:
+    def _send(self, message: str) -> bool:
+        """Whether the message went out (the caller may try again later)."""
         if self._socket is None:
-            return
+            return False
         try:
             self._socket.sendto(message.encode(), self._address)
         except OSError as error:  # systemd gone or the socket full: never stop the master
             log.warning("cannot notify systemd (%s): %s", self._address, error)
+            return False
+        return True

@@ -13,6 +13,7 @@ import stat
 import time
 from collections import Counter
 
+import aiohttp
 import psutil
 
 from simulator.child import call_control
@@ -237,7 +238,16 @@ async def test_the_simulator_child_is_restarted_on_its_port_and_the_shards_come_
         for _ in range(200):  # a new simulator on the same port, and every shard back
             await asyncio.sleep(0.1)
             now = simulator_child(sharder.process.pid)
-            if now is not None and now.pid != first.pid and all_ready(await sharder.status()):
+            if now is None or now.pid == first.pid or not all_ready(await sharder.status()):
+                continue
+            # The master may not have heard of the disconnects yet: ready means ready here only
+            # once the new simulator has the shards' new sessions.
+            control_url = (await sharder.simulator()).control_url
+            try:
+                sessions = await call_control(control_url, "GET", "/sessions")
+            except (OSError, aiohttp.ClientError):  # the new simulator is not listening yet
+                continue
+            if {session["shard_id"] for session in sessions if session["connected"]} == {0, 1}:
                 break
         else:
             raise AssertionError("the simulator or the shards did not come back")

@@ -43,6 +43,12 @@ def drain(receiver: socket.socket) -> list[str]:
             return messages
 
 
+async def keep_reading(receiver: socket.socket, into: list[str]) -> None:
+    while True:
+        into.extend(drain(receiver))
+        await asyncio.sleep(0.02)
+
+
 def test_without_notify_socket_every_call_is_a_quiet_no_op() -> None:
     notifier = Notifier({})
     assert not notifier.enabled and notifier.watchdog_interval is None
@@ -89,15 +95,36 @@ def test_a_vanished_socket_does_not_stop_the_notifier(tmp_path: Path) -> None:
     notifier.ready("x")  # logged, not raised
 
 
+def test_a_full_queue_is_reported_so_that_ready_can_be_sent_again(
+    notify_socket: tuple[socket.socket, str],
+) -> None:
+    receiver, path = notify_socket
+    notifier = Notifier({"NOTIFY_SOCKET": path})
+    sent = 0
+    while notifier.watchdog():  # nobody reads: the queue fills up
+        sent += 1
+        assert sent < 100_000
+    assert not notifier.ready("4/4 shards ready")
+    assert drain(receiver).count("WATCHDOG=1") == sent
+    assert notifier.ready("4/4 shards ready")
+    assert drain(receiver) == ["READY=1\nSTATUS=4/4 shards ready"]
+
+
 async def test_the_master_reports_ready_status_watchdog_and_stopping(
     notify_socket: tuple[socket.socket, str],
 ) -> None:
     receiver, path = notify_socket
     environment = {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000"}  # a ping every 0.2 s
     async with running_sharder(shards=4, workers=2, guilds=8, environment=environment) as run:
-        await run.wait_ready()
-        await asyncio.sleep(1.0)
-        seen = drain(receiver)
+        # Read as systemd does, all along: a unix datagram queue holds only a few messages.
+        seen: list[str] = []
+        reading = asyncio.create_task(keep_reading(receiver, seen))
+        try:
+            await run.wait_ready()
+            await asyncio.sleep(1.0)
+        finally:
+            reading.cancel()
+        seen.extend(drain(receiver))
         ready = [m for m in seen if m.startswith("READY=1")]
         assert ready == ["READY=1\nSTATUS=4/4 shards ready, 2/2 workers ready"]
         assert any(m.startswith("STATUS=0/4 shards ready") for m in seen)  # before READY
