@@ -102,11 +102,10 @@ class RouteCounts:
 
 @dataclass(slots=True)
 class Admission:
+    """A request let through: what its answer settles."""
+
     route: Route
     bucket: Bucket
-    worker: int
-    asked_at: float
-    deadline: float
 
 
 class RestLimits:
@@ -165,7 +164,7 @@ class RestLimits:
         queued = time.monotonic() - now
         counts.queued_s += queued
         counts.queued_max_s = max(counts.queued_max_s, queued)
-        return Admission(route, bucket, worker, now, deadline)
+        return Admission(route, bucket)
 
     def settle(
         self,
