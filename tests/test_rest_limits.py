@@ -4,7 +4,6 @@ global limit, what a 429 pauses, invalid requests and deadlines."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 
 import pytest
@@ -90,9 +89,10 @@ async def test_the_global_limit_spaces_requests_and_workers_take_turns() -> None
         *(send(0, channel) for channel in range(15)),
         *(send(1, channel) for channel in range(100, 105)),
     )
-    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
-    assert min(gaps) >= 0.09  # 10 per second, one every tenth of a second
-    assert times[-1] - times[0] < 2.5
+    # Never more than 10 in a second; spaced a tenth of a second apart on average (a gate
+    # running late may catch up a few slots, never past the window).
+    assert all(later - earlier >= 0.95 for earlier, later in zip(times, times[10:], strict=False))
+    assert 1.8 <= times[-1] - times[0] < 2.5
     assert order[1:11] == [0, 1] * 5  # after the first, the two workers alternate
 
 
