@@ -70,7 +70,7 @@ async def test_an_unknown_bucket_lets_one_request_learn_it_then_its_limit_holds(
     # Another channel is another bucket: no wait.
     started = time.monotonic()
     await limits.admit(0, "POST", "/channels/2/messages")
-    assert time.monotonic() - started < 0.05
+    assert time.monotonic() - started < 0.15
 
 
 async def test_the_global_limit_spaces_requests_and_workers_take_turns() -> None:
@@ -125,7 +125,7 @@ async def test_a_request_that_cannot_get_a_turn_in_time_is_refused_with_the_reas
     started = time.monotonic()
     with pytest.raises(GateRefusal, match="is spent until its reset: not within 0 s"):
         await limits.admit(0, "POST", "/channels/1/messages")
-    assert time.monotonic() - started < 0.1  # refused at once: the reset is past the deadline
+    assert time.monotonic() - started < 0.15  # refused at once: the reset is past the deadline
     assert limits.refused == 1
 
 
