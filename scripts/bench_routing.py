@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -149,13 +150,28 @@ def stop_master(process: subprocess.Popen[bytes]) -> None:
 
 
 def launch_master(directory: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
+    process = subprocess.Popen(
         [sys.executable, "-m", "sharder", "start", "--simulate", "--no-status",
          "--config", "sharder.toml"],
         cwd=directory,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         start_new_session=True,
     )  # fmt: skip
+    # Its own session keeps it from our Ctrl-C; a benchmark stopped by SIGTERM (a timeout)
+    # would otherwise leave it running.
+    LAUNCHED.append(process)
+    signal.signal(signal.SIGTERM, stop_launched)
+    return process
+
+
+LAUNCHED: list[subprocess.Popen[bytes]] = []
+
+
+def stop_launched(signum: int, frame: object) -> None:
+    for process in LAUNCHED:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    sys.exit(128 + signum)
 
 
 async def wait_ready(socket: Path, started: float) -> dict[str, Any]:
