@@ -43,7 +43,7 @@ async def test_a_discarded_deadline_never_fires_and_the_others_still_do() -> Non
     assert fired == ["late"]
 
 
-async def test_a_deadline_already_past_fires_on_the_next_turn() -> None:
+async def test_a_deadline_already_past_fires_within_a_resolution() -> None:
     fired: list[int] = []
     wheel: DeadlineWheel[int] = DeadlineWheel(fired.append, RESOLUTION)
     wheel.add(1, time.monotonic() - 5)
