@@ -34,6 +34,8 @@ Frame = bytes | memoryview
 HEADER = struct.Struct(">II")
 HEADER_SIZE = HEADER.size
 DEFAULT_FRAME_CAP = 16 * 1024 * 1024
+# Bodies shorter than this are sliced out of what was read, and sent joined to their header.
+COPY_BELOW = 4096
 
 _crc32 = zlib.crc32
 
@@ -44,16 +46,21 @@ class FrameEncoder:
     def __init__(self, frame_cap: int = DEFAULT_FRAME_CAP) -> None:
         self._encoder = msgspec.msgpack.Encoder()
         self._frame_cap = frame_cap
+        self._join_below = min(COPY_BELOW, frame_cap + 1)  # bodies joined to their header
 
     def encode(self, message: Message) -> bytes:
         body = self._encoder.encode(message)
         return self._header(body) + body
 
     def encode_into(self, message: Message, parts: list[Frame]) -> None:
-        """Append the frame to ``parts`` as header and body, uncopied, for a gathered write."""
+        """Append the frame to ``parts`` for a gathered write: a small one as one buffer, a
+        large one as header and body, the body uncopied."""
         body = self._encoder.encode(message)
-        parts.append(self._header(body))
-        parts.append(body)
+        if len(body) < self._join_below:
+            parts.append(HEADER.pack(len(body), _crc32(body)) + body)
+        else:
+            parts.append(self._header(body))
+            parts.append(body)
 
     def encode_batch(self, messages: Iterable[Message]) -> bytes:
         parts: list[Frame] = []
@@ -118,29 +125,38 @@ class FrameDecoder:
     def _parse(
         self, data: bytes | bytearray | memoryview, frames: list[Frame] | None
     ) -> tuple[list[AnyMessage], int, ProtocolError | None]:
-        """Decode the whole frames at the start of ``data``: messages, bytes used, first error."""
+        """Decode the whole frames at the start of ``data``: messages, bytes used, first error.
+
+        Small frames are sliced out as copies: a few dozen bytes copy faster than a view is
+        made. Large ones are viewed, so a big body is never copied.
+        """
         messages: list[AnyMessage] = []
+        append = messages.append
         position = 0
         size = len(data)
         view = memoryview(data)
+        # Small frames are sliced from this: as copies where the data is bytes.
+        whole: bytes | memoryview = data if isinstance(data, bytes) else view
         unpack, cap, decode = HEADER.unpack_from, self._frame_cap, self._decoder.decode
         try:
             while size - position >= HEADER_SIZE:
                 length, checksum = unpack(data, position)
                 if length > cap:
                     raise FrameTooLarge(length, cap)
-                end = position + HEADER_SIZE + length
+                start = position + HEADER_SIZE
+                end = start + length
                 if end > size:
                     break
-                body = view[position + HEADER_SIZE : end]
+                source = whole if length < COPY_BELOW else view
+                body = source[start:end]
                 if _crc32(body) != checksum:
                     raise ChecksumMismatch(length, checksum, _crc32(body))
                 try:
-                    messages.append(decode(body))
+                    append(decode(body))
                 except msgspec.MsgspecError as error:
                     raise _explain_undecodable(body, error) from None
                 if frames is not None:
-                    frames.append(view[position:end])
+                    frames.append(source[position:end])
                 position = end
         except ProtocolError as error:
             return messages, position, error
@@ -163,7 +179,7 @@ def _frame_size(partial: bytearray) -> int:
     return HEADER_SIZE + length
 
 
-def _explain_undecodable(body: memoryview, error: msgspec.MsgspecError) -> ProtocolError:
+def _explain_undecodable(body: bytes | memoryview, error: msgspec.MsgspecError) -> ProtocolError:
     """Turn msgspec's error into one that names the problem, the kind and the field."""
     if not isinstance(error, msgspec.ValidationError):
         return MalformedFrame(f"frame of {len(body)} bytes is not msgpack: {error}")

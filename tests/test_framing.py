@@ -23,6 +23,7 @@ from protocol import (
     TruncatedFrame,
     UnknownMessageKind,
 )
+from protocol.framing import COPY_BELOW
 from protocol.messages import AnyMessage, CommandExec, Message, ReplyError, ReplyOk
 
 MESSAGES: list[Message] = [
@@ -227,3 +228,20 @@ def test_decoder_can_hand_back_each_frame_for_forwarding() -> None:
     assert list(decoder.feed(STREAM[30:], frames)) == MESSAGES
     encoder = FrameEncoder()
     assert [bytes(frame) for frame in frames] == [encoder.encode(m) for m in MESSAGES]
+
+
+def test_small_frames_are_handed_back_as_copies_and_large_ones_as_views() -> None:
+    large = ReplyOk(nonce=9, payload="y" * (COPY_BELOW * 2))
+    messages = [*MESSAGES, large, MESSAGES[0]]
+    encoder = FrameEncoder()
+    parts: list[bytes | memoryview] = []
+    for message in messages:
+        encoder.encode_into(message, parts)
+    # A small frame is one buffer; the large one is its header and its body, uncopied.
+    assert len(parts) == len(messages) + 1
+    stream = b"".join(parts)
+    frames: list[bytes | memoryview] = []
+    assert list(FrameDecoder().feed(stream, frames)) == messages
+    assert [bytes(frame) for frame in frames] == [encoder.encode(m) for m in messages]
+    kinds = [type(frame) for frame in frames]
+    assert kinds == [bytes] * len(MESSAGES) + [memoryview, bytes]
