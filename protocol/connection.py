@@ -34,10 +34,10 @@ Receiver = Callable[["Connection", list[AnyMessage], list[Frame]], None]
 
 
 # Coalesced writes go out at the end of the loop turn, or as soon as this many buffers are
-# queued (a forwarded frame is one, a sent one two: header and body): the peer starts on the
+# queued (a frame is one, a large sent one two: header and body): the peer starts on the
 # first part of a burst while this side still produces the rest, so the processes of a
 # pipeline work at the same time instead of taking turns.
-FLUSH_THRESHOLD = 32
+FLUSH_THRESHOLD = 16
 
 
 class Connection(asyncio.Protocol):
@@ -172,10 +172,12 @@ class Connection(asyncio.Protocol):
         elif self._flush_handle is None:
             self._flush_handle = self._loop.call_soon(self._flush)
 
-    def forward_soon(self, frames: list[Frame]) -> None:
-        """``forward_nowait``, coalesced like ``send_soon``."""
-        self._require_open()
-        self._queued.extend(frames)
+    def forward_soon(self, frame: Frame) -> None:
+        """A frame received on another connection, written as it is, coalesced like
+        ``send_soon``."""
+        if self._error is not None or self._transport is None:
+            self._require_open()  # raises why
+        self._queued.append(frame)
         self._schedule_flush()
 
     def close(self, reason: ProtocolError | None = None) -> None:

@@ -151,7 +151,7 @@ class ComputePool:
         handle.task_origin = origin
         self.running[request.nonce] = handle
         self._deadlines.add(request.nonce, request.deadline)
-        connection.forward_soon([frame])
+        connection.forward_soon(frame)
 
     def _dispatch(self) -> None:
         while self.queued:
@@ -176,7 +176,7 @@ class ComputePool:
         self.counts.done += 1
         origin = self.workers[handle.task_origin].connection
         if origin is not None and origin.is_open:
-            origin.forward_soon([frame])
+            origin.forward_soon(frame)
         self._dispatch()
 
     def _expire(self, nonce: int) -> None:

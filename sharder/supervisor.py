@@ -679,7 +679,7 @@ class Supervisor:
         # Relayed as received to every other worker: presence is ephemeral, never stored.
         for other in self.workers.values():
             if other is not handle and other.connection is not None and other.connection.is_open:
-                other.connection.forward_soon([frame])
+                other.connection.forward_soon(frame)
 
     def on_state_sync(self, handle: WorkerHandle, request: StateSync) -> None:
         if self.state_service is not None:

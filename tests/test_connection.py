@@ -222,7 +222,7 @@ async def test_messages_sent_soon_arrive_in_order_and_bursts_are_flushed_early()
         master.send_soon(command(n))
         # Never more than a threshold's worth waits for the end of the turn.
         assert len(master._queued) < FLUSH_THRESHOLD
-    master.forward_soon([ENCODER.encode(command(count))])
+    master.forward_soon(ENCODER.encode(command(count)))
     received: list[object] = []
     async with asyncio.timeout(2):
         while len(received) < count + 1:

@@ -32,8 +32,8 @@ class Wire:
         self.is_open = True
         self.writable = True
 
-    def forward_soon(self, frames: list[Any]) -> None:
-        self.frames.extend(bytes(frame) for frame in frames)
+    def forward_soon(self, frame: Any) -> None:
+        self.frames.append(bytes(frame))
 
     def send_soon(self, message: Any) -> None:
         self.frames.append(ENCODER.encode(message))
