@@ -95,8 +95,16 @@ class Router:
         def receive(
             connection: Connection, messages: list[AnyMessage], frames: list[Frame]
         ) -> None:
+            forward, on_answer, route = self._forward, self._on_answer, self._route
             for message, frame in zip(messages, frames, strict=True):
-                self._route(handle, message, frame)
+                # Nearly every frame is one of these two: they skip the dispatch.
+                kind = type(message)
+                if kind is CommandExec:
+                    forward(handle, message, frame)  # type: ignore[arg-type]
+                elif kind is ReplyOk:
+                    on_answer(handle, message, frame)  # type: ignore[arg-type]
+                else:
+                    route(handle, message, frame)
 
         return receive
 
@@ -188,10 +196,11 @@ class Router:
                     route.target,
                 )
                 return
-            self._finish(reply.nonce)
+            del self.pending[reply.nonce]
+            self._deadlines.discard(reply.nonce)
             origin = self.workers[route.origin]
             if origin.connection is not None and origin.connection.is_open:
-                origin.connection.forward_soon([frame])
+                origin.connection.forward_soon(frame)
         elif replier.id in route.awaiting:
             route.awaiting.discard(replier.id)
             route.outcomes.extend(self._outcomes(replier, reply))
@@ -245,7 +254,7 @@ class Router:
     def _deliver(self, origin: WorkerHandle, target: WorkerHandle, frame: Frame) -> None:
         target_connection = target.connection
         assert target_connection is not None
-        target_connection.forward_soon([frame])
+        target_connection.forward_soon(frame)
         origin_connection = origin.connection
         if not target_connection.writable and origin_connection is not None:
             # The target is behind: stop reading the asker until it catches up.

@@ -8,7 +8,6 @@ most until its deadline, whether or not the master answers: a child never hangs 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import multiprocessing.connection
@@ -93,22 +92,29 @@ class MasterLink:
     async def call(self, request: Request) -> Any:
         """Send a request; its ``ReplyOk`` payload (a ``ComputeResult`` whole), or
         ``RequestError``."""
-        nonce = request.nonce
-        future: asyncio.Future[Any] = self._loop.create_future()
-        self._pending[nonce] = future
-        self._deadlines.add(nonce, request.deadline + MASTER_GRACE)
+        if not self.connection.writable:
+            await self.connection.wait_writable()
+        return await self.submit(request)
+
+    def submit(self, request: Request) -> asyncio.Future[Any]:
+        """``call`` without waiting for room in the write buffer: for a caller that checked
+        ``writable``, and saves a coroutine frame on the hot path."""
         try:
-            if not self.connection.writable:
-                await self.connection.wait_writable()
             self.connection.send_soon(request)
-            return await future
         except ConnectionClosed as closed:
             raise RequestError(
                 "target_down", f"the link to the master is closed: {closed}"
             ) from None
-        finally:
-            self._deadlines.discard(nonce)
-            self._pending.pop(nonce, None)
+        # Registered after sending: the answer cannot be read before we await. The answer or
+        # the deadline removes the entry, also for a caller that was cancelled meanwhile.
+        future: asyncio.Future[Any] = self._loop.create_future()
+        self._pending[request.nonce] = future
+        self._deadlines.add(request.nonce, request.deadline + MASTER_GRACE)
+        return future
+
+    @property
+    def writable(self) -> bool:
+        return self.connection.writable
 
     def acknowledge(self, heartbeat: Heartbeat, rss_bytes: int, loop_lag_ms: float = 0.0) -> None:
         """Answer the master's heartbeat: alive, and this big."""
@@ -117,11 +123,14 @@ class MasterLink:
     def send(self, message: Message) -> None:
         """Queue a message for the master (written with the rest of this loop turn's); dropped
         if the link is closed, which ends this process anyway."""
-        with contextlib.suppress(ConnectionClosed):
+        # Not contextlib.suppress: this is every reply's path, and it costs a context manager.
+        try:  # noqa: SIM105
             self.connection.send_soon(message)
+        except ConnectionClosed:
+            pass
 
     def _expire(self, nonce: int) -> None:
-        future = self._pending.get(nonce)
+        future = self._pending.pop(nonce, None)
         if future is not None and not future.done():
             future.set_exception(RequestError("timeout", "no answer before the deadline"))
 
@@ -148,9 +157,12 @@ class MasterLink:
                     future.set_exception(RequestError("target_down", "the master went away"))
 
     def _answer(self, reply: ReplyOk | ReplyError | IdentifyGrant | ComputeResult) -> None:
-        future = self._pending.get(reply.nonce)
-        if future is None or future.done():
+        future = self._pending.pop(reply.nonce, None)
+        if future is None:
             log.debug("late or unknown answer %d dropped", reply.nonce)
+            return
+        self._deadlines.discard(reply.nonce)
+        if future.done():  # its caller was cancelled
             return
         if isinstance(reply, ReplyOk):
             future.set_result(reply.payload)

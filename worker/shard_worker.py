@@ -89,6 +89,8 @@ class ShardWorker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._commands: dict[int, asyncio.Task[None]] = {}  # running COMMAND_EXECs by nonce
         self._overdue: DeadlineWheel[int] = DeadlineWheel(self._cancel_overdue)
+        self._shard_count = spec.shard_count
+        self._own_shards = frozenset(spec.shard_ids)
 
     async def run(self, pipe: multiprocessing.connection.Connection) -> int:
         spec = self.spec
@@ -252,11 +254,11 @@ class ShardWorker:
             self.stopping.set()
 
     def _dispatch(self, message: AnyMessage) -> None:
-        if isinstance(message, Heartbeat):
+        if isinstance(message, CommandExec):  # first: by far the most frequent
+            self._start_command(message)
+        elif isinstance(message, Heartbeat):
             # Answered from the reader itself: a blocked event loop shows as missed acks.
             self.link.send(self._health(message.nonce))
-        elif isinstance(message, CommandExec):
-            self._start_command(message)
         elif isinstance(message, CommandBroadcast):
             task = self.loop.create_task(self._broadcast(message))
             self._tasks.add(task)
@@ -275,10 +277,10 @@ class ShardWorker:
 
     def _start_command(self, request: CommandExec) -> None:
         nonce = request.nonce
-        shard_id = shard_for_guild(request.guild_id, self.spec.shard_count)
+        shard_id = (request.guild_id >> 22) % self._shard_count  # shard_for_guild, inlined
         invocation = Invocation(request.name, shard_id, request.guild_id, request.payload)
         handler = self.ctx.handler_for(request.name)
-        if shard_id not in self.spec.shard_ids:
+        if shard_id not in self._own_shards:
             message = f"guild {request.guild_id} is on shard {shard_id}, not on this worker"
             self._reply(ReplyError(nonce=nonce, code="unknown_target", message=message))
         elif handler is None:
