@@ -74,9 +74,21 @@ async def test_math_and_jumbo_are_answered_end_to_end_by_the_reference_bot() -> 
         assert missing.startswith(f"no jumbo: emoji {guild_id | 0xFF} not found on the CDN")
 
 
+def assert_behind_the_shard_workers(status: dict[str, Any]) -> None:
+    """Compute processes run niced (by the configured 10) and under the batch policy."""
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    for worker in status["workers"]:
+        assert os.getpriority(os.PRIO_PROCESS, worker["pid"]) == ours
+        assert os.sched_getscheduler(worker["pid"]) == os.SCHED_OTHER
+    for worker in status["compute"]:
+        assert os.getpriority(os.PRIO_PROCESS, worker["pid"]) == min(19, ours + 10)
+        assert os.sched_getscheduler(worker["pid"]) == os.SCHED_BATCH
+
+
 async def test_a_task_that_loops_forever_is_killed_at_its_deadline_and_the_next_is_served() -> None:
     async with running_sharder(shards=2, workers=1, guilds=8, compute=TASKS) as sharder:
         status = await sharder.wait_ready()
+        assert_behind_the_shard_workers(status)
         first_pid = compute_worker(status)["pid"]
         assert await compute(sharder, "pid", {}) == [f"ok {first_pid}"]
 
@@ -92,6 +104,7 @@ async def test_a_task_that_loops_forever_is_killed_at_its_deadline_and_the_next_
         )
         worker = compute_worker(status)
         assert worker["pid"] != first_pid
+        assert_behind_the_shard_workers(status)  # the replacement too
         assert "the spin task passed its deadline (killed by SIGKILL)" in worker["last_exit"]
         assert status["compute_pool"]["timed_out"] == 1
         assert await compute(sharder, "math", {"expression": "6*7"}) == ['ok "42"']

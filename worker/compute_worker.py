@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing.connection
-import os
 import signal
 import sys
 from collections.abc import Callable
@@ -74,13 +73,7 @@ class ComputeTasks:
 def main(spec: ComputeSpec, pipe: multiprocessing.connection.Connection) -> None:
     """Process entry (``multiprocessing`` spawn target)."""
     die_with_parent(spec.master_pid)
-    # Shard workers answer the gateway and users; with every core busy computing, they come
-    # first: a lower priority, and the batch policy (no preempting a process that wakes up).
-    # Measured by bench_compute: a shard worker's loop lag p99 with jumbo tasks on the pool,
-    # 3.5 ms as it was, 2.3 ms niced, 1.3 ms niced and batch (1.0 ms idle).
-    os.nice(spec.niceness)
-    if hasattr(os, "SCHED_BATCH"):  # Linux
-        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    # Our priority was lowered by the master as we started (sharder.supervisor.lower_priority).
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the master decides how we stop
     logging.basicConfig(
         level=spec.log_level,

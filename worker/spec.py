@@ -43,7 +43,6 @@ class ComputeSpec:
     log_level: str
     cpu_seconds: int  # CPU time one task may use
     memory_bytes: int  # the process's address space
-    niceness: int  # added to the process's nice value: below the shard workers' priority
     entry_point: str  # "module:function" registering own tasks, or ""
     max_emoji: int
     jumbo_height: int
