@@ -7,10 +7,11 @@ workers and this module as the bot. A ``!bench`` message injected into a guild o
 it time ``ctx.request`` calls to a guild of worker 1 (whose handler returns its payload): one at
 a time for p50/p99, then 64 in flight for throughput. The targets apply to a plain handler,
 which answers in the read loop as the relay's echo does; a coroutine handler is measured too.
-Also printed: the time from ``start`` to every shard ready, and each worker's RSS. Every figure
-is the median of ``--runs`` runs.
+Also printed: the CPU each process (master, calling worker, handling worker) spends per
+pipelined request, the time from ``start`` to every shard ready, and each worker's RSS. Every
+figure is the median of ``--runs`` runs.
 
-    python scripts/bench_routing.py [--runs 5] [--round-trips 5000] [--pipelined 50000]
+    python scripts/bench_routing.py [--runs 5] [--round-trips 5000] [--pipelined 100000]
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import hikari
+import psutil
 import uvloop
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,25 +84,32 @@ def setup(bot: hikari.GatewayBot, ctx: ShardContext) -> None:
         words = (event.content or "").split()
         if words[:1] != ["!bench"]:
             return
-        target, round_trips, pipelined, window = (int(word) for word in words[1:5])
-        figures = await measure(ctx, target, "echo", round_trips, pipelined, window)
-        coroutine = await measure(ctx, target, "echo_async", round_trips, pipelined, window)
-        figures.update({f"async_{key}": value for key, value in coroutine.items()})
+        phase, handler = words[1:3]
+        target, count, window = (int(word) for word in words[3:6])
+        if phase == "round_trips":
+            figures = await round_trips(ctx, target, handler, count)
+        else:
+            figures = {"pipelined": await pipelined(ctx, target, handler, count, window)}
         await event.message.respond(json.dumps(figures), reply=True)
 
 
-async def measure(
-    ctx: ShardContext, target: int, handler: str, round_trips: int, pipelined: int, window: int
-) -> dict[str, float]:
+async def round_trips(ctx: ShardContext, target: int, handler: str, count: int) -> dict[str, float]:
     for nonce in range(200):  # warm up both workers and the master
         await ctx.request(target, handler, nonce)
     samples = []
-    for nonce in range(round_trips):
+    for nonce in range(count):
         sent_at = time.perf_counter_ns()
         await ctx.request(target, handler, nonce)
         samples.append(time.perf_counter_ns() - sent_at)
     samples.sort()
-    remaining = pipelined
+    return {
+        "p50_us": samples[len(samples) // 2] / 1000,
+        "p99_us": samples[int(len(samples) * 0.99)] / 1000,
+    }
+
+
+async def pipelined(ctx: ShardContext, target: int, handler: str, count: int, window: int) -> float:
+    remaining = count
 
     async def lane() -> None:
         nonlocal remaining
@@ -110,40 +119,57 @@ async def measure(
 
     started = time.perf_counter()
     await asyncio.gather(*(lane() for _ in range(window)))
-    elapsed = time.perf_counter() - started
-    return {
-        "p50_us": samples[len(samples) // 2] / 1000,
-        "p99_us": samples[int(len(samples) * 0.99)] / 1000,
-        "pipelined": pipelined / elapsed,
-    }
+    return count / (time.perf_counter() - started)
 
 
 # -- the benchmark side ------------------------------------------------------------------------
 
 
-async def one_run(round_trips: int, pipelined: int, window: int = WINDOW) -> dict[str, Any]:
+async def one_run(round_trip_count: int, pipelined_count: int) -> dict[str, Any]:
     directory = Path(tempfile.mkdtemp(prefix="bench-", dir="/tmp"))
     (directory / "sharder.toml").write_text(CONFIG)
     started = time.perf_counter()
     process = launch_master(directory)
     try:
         status = await wait_ready(directory / "sharder.sock", started)
-        ready_after = time.perf_counter() - started
-        base = status["api_url"].removesuffix("/api/v10")
-        world = await call_control(f"{base}/_sim", "GET", "/world")
+        figures: dict[str, Any] = {"ready_s": time.perf_counter() - started}
+        control_url = status["api_url"].removesuffix("/api/v10") + "/_sim"
+        world = await call_control(control_url, "GET", "/world")
         home = next(g for g in world["guild_ids"] if (g >> 22) % SHARDS == 0)
         target = next(g for g in world["guild_ids"] if (g >> 22) % SHARDS == 1)
-        content = f"!bench {target} {round_trips} {pipelined} {window}"
-        injected = await call_control(
-            f"{base}/_sim", "POST", "/messages", {"content": content, "guild_id": home}
-        )
-        figures = await reply(f"{base}/_sim", injected)
-        figures["ready_s"] = ready_after
+        pids = {"caller": status["workers"][0]["pid"], "handler": status["workers"][1]["pid"]}
+        processes = {
+            name: psutil.Process(pid) for name, pid in {"master": process.pid, **pids}.items()
+        }
+
+        async def bench(phase: str, handler: str, count: int) -> dict[str, float]:
+            content = f"!bench {phase} {handler} {target} {count} {WINDOW}"
+            injected = await call_control(
+                control_url, "POST", "/messages", {"content": content, "guild_id": home}
+            )
+            return await reply(control_url, injected)
+
+        for prefix, handler in (("", "echo"), ("async_", "echo_async")):
+            one_at_a_time = await bench("round_trips", handler, round_trip_count)
+            figures.update({prefix + key: value for key, value in one_at_a_time.items()})
+            before = cpu_seconds(processes)
+            in_flight = await bench("pipelined", handler, pipelined_count)
+            spent = cpu_seconds(processes)
+            figures[prefix + "pipelined"] = in_flight["pipelined"]
+            for name in processes:
+                per_request = (spent[name] - before[name]) / pipelined_count
+                figures[f"{prefix}cpu_{name}_us"] = per_request * 1e6
         after = (await call(directory / "sharder.sock", {"command": "status"}))["status"]
         figures["rss_mib"] = [worker["rss_bytes"] / 2**20 for worker in after["workers"]]
         return figures
     finally:
         stop_master(process)
+
+
+def cpu_seconds(processes: dict[str, psutil.Process]) -> dict[str, float]:
+    """User and system CPU time of each process so far."""
+    times = {name: process.cpu_times() for name, process in processes.items()}
+    return {name: spent.user + spent.system for name, spent in times.items()}
 
 
 def stop_master(process: subprocess.Popen[bytes]) -> None:
@@ -216,7 +242,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--round-trips", type=int, default=5000)
-    parser.add_argument("--pipelined", type=int, default=50000)
+    parser.add_argument("--pipelined", type=int, default=100000)
     args = parser.parse_args()
     print(f"bench_routing: {os.cpu_count()} cores, medians of {args.runs} runs")
 
@@ -254,6 +280,12 @@ def main() -> int:
             met = ratio <= bound if sense == "<=" else ratio >= bound
             verdict = "met" if met else "MISSED"
             print(f"    {target:<30} {ratio:5.2f}  (target {sense} {bound})  {verdict}")
+        spent = {name: median(f"{prefix}cpu_{name}_us") for name in ("master", "caller", "handler")}
+        print(
+            "    CPU per pipelined request: "
+            + ", ".join(f"{name} {us:.2f} us" for name, us in spent.items())
+            + f" (sum {sum(spent.values()):.2f} us)"
+        )
     rss = [mib for run in runs for mib in run["rss_mib"]]
     print(
         f"start to all {SHARDS} shards ready: {median('ready_s'):.2f} s "
