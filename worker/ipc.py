@@ -114,6 +114,8 @@ class MasterLink:
 
     @property
     def writable(self) -> bool:
+        """False while the link's write buffer is full: ``call`` would wait, ``submit`` must not
+        be used."""
         return self.connection.writable
 
     def acknowledge(self, heartbeat: Heartbeat, rss_bytes: int, loop_lag_ms: float = 0.0) -> None:
