@@ -187,7 +187,7 @@ class Supervisor:
                 self._spawn(child)
             while not self._stop_requested:
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._until_next_heartbeat()):
+                    async with asyncio.timeout(self._until_next_duty()):
                         await self._wake.wait()
                 self._wake.clear()
                 self._tick()
@@ -232,10 +232,14 @@ class Supervisor:
         gate = [self.rest_gate] if self.rest_gate is not None else []
         return [*gate, *self.workers.values(), *self.compute.values()]
 
-    def _until_next_heartbeat(self) -> float:
+    def _until_next_duty(self) -> float:
+        """How long the loop may sleep: until the next heartbeat, watchdog ping or restart."""
         wake_at = self._next_heartbeat
         if self.notifier.watchdog_interval is not None:
             wake_at = min(wake_at, self._next_watchdog)
+        for child in self._children():
+            if child.state == "backoff" and child.restart_at is not None:
+                wake_at = min(wake_at, child.restart_at)
         return max(0.0, wake_at - time.monotonic())
 
     def _notify(self, now: float) -> None:

@@ -43,7 +43,7 @@ intents = ["ALL_UNPRIVILEGED", "MESSAGE_CONTENT", "GUILD_PRESENCES"]
 shards = {shards}
 workers = {workers}
 [supervisor]
-heartbeat_interval = 0.2
+heartbeat_interval = {heartbeat_interval}
 heartbeat_misses = 3
 restart_backoff = 0.2
 restart_backoff_max = 2.0
@@ -195,6 +195,7 @@ async def running_sharder(
     supervisor: str = "",
     compute: str = "",
     rest: str = "",
+    heartbeat_interval: float = 0.2,
     environment: dict[str, str] | None = None,
 ) -> AsyncIterator[RunningSharder]:
     """``simulator``, ``supervisor``, ``compute``, ``rest``: more keys of those tables of the
@@ -210,6 +211,7 @@ async def running_sharder(
         supervisor=supervisor,
         compute=compute,
         rest=rest,
+        heartbeat_interval=heartbeat_interval,
     )
     config_path.write_text(text)
     try:

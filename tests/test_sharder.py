@@ -105,6 +105,16 @@ async def test_a_killed_worker_is_seen_at_once_and_its_shards_come_back() -> Non
         assert (await sharder.ask("!stats")).startswith("guilds: 16, members: 416, shards: 4/4")
 
 
+async def test_a_restart_comes_after_its_backoff_not_at_the_next_heartbeat() -> None:
+    async with running_sharder(shards=2, workers=2, guilds=8, heartbeat_interval=10.0) as sharder:
+        before = (await sharder.wait_ready())["workers"][1]
+        os.kill(before["pid"], signal.SIGKILL)
+        killed_at = time.monotonic()
+        await sharder.wait_until(lambda s: s["workers"][1]["pid"] not in (None, before["pid"]), 5)
+        # The backoff is 0.2 s; the supervisor's loop must not sleep on to its next heartbeat.
+        assert time.monotonic() - killed_at < 1.5
+
+
 async def test_a_stopped_worker_is_declared_hung_killed_and_replaced() -> None:
     async with running_sharder(shards=4, workers=2, guilds=16) as sharder:
         before = (await sharder.wait_ready())["workers"][0]
