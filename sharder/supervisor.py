@@ -708,7 +708,7 @@ class Supervisor:
                 shard.identify_queue = self.gate.position(shard.id)
         return SharderStatus(
             pid=os.getpid(),
-            uptime_s=round(time.monotonic() - self.started_at, 1),
+            uptime_s=round(time.monotonic() - self.started_at, 3),
             state=self.state,
             shard_count=self.config.sharding.shards,
             api_url=self.discord.api_url,
