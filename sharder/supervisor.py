@@ -52,6 +52,7 @@ from protocol.messages import (
     IdentifyGrant,
     IdentifyRequest,
     PresenceUpdate,
+    ReplyError,
     RestGateReport,
     ShardDisconnect,
     ShardHealth,
@@ -666,8 +667,12 @@ class Supervisor:
     def on_identify_request(self, handle: WorkerHandle, request: IdentifyRequest) -> None:
         connection = handle.connection
         shard_id = request.shard_id
-        if shard_id not in handle.shard_ids or connection is None or self.gate is None:
-            log.warning("worker %d asked to identify shard %d, not its own", handle.id, shard_id)
+        if connection is None or self.gate is None:
+            return  # gone already, or not started: nobody to answer
+        if shard_id not in handle.shard_ids:
+            reason = f"shard {shard_id} is not worker {handle.id}'s (it has {handle.shard_ids})"
+            log.warning("refused an IDENTIFY: %s", reason)
+            connection.send_soon(ReplyError(nonce=request.nonce, code="invalid", message=reason))
             return
 
         def grant() -> None:

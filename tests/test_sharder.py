@@ -173,6 +173,18 @@ async def test_a_malformed_frame_replaces_its_worker_and_nothing_else() -> None:
         assert (await sharder.ask("!stats")).startswith("guilds: 16, members: 416, shards: 4/4")
 
 
+async def test_an_identify_for_another_workers_shard_is_refused_at_once() -> None:
+    async with running_sharder(shards=4, workers=2, guilds=16) as sharder:
+        await sharder.wait_ready()
+        sim = await sharder.simulator()
+        guild_ids = (await call_control(sim.control_url, "GET", "/world"))["guild_ids"]
+        on_worker_0 = next(g for g in guild_ids if (g >> 22) % 4 == 0)
+        answer = await sharder.ask("!identify 3", on_worker_0)
+        assert answer.startswith("error invalid shard 3 is not worker 0's (it has [0, 1])"), answer
+        assert float(answer.split(" after ")[1].removesuffix(" s")) < 1.0  # not at the deadline
+        assert "refused an IDENTIFY: shard 3 is not worker 0's" in sharder.log()
+
+
 async def test_sigterm_stops_everything_cleanly_with_exit_0() -> None:
     async with running_sharder(shards=4, workers=2, guilds=8) as sharder:
         await sharder.wait_ready()

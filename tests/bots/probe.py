@@ -24,6 +24,7 @@ from typing import Any
 
 import hikari
 
+from protocol.messages import IdentifyRequest
 from worker import reference_bot
 from worker.context import Invocation, RequestError, ShardContext
 
@@ -135,6 +136,19 @@ def setup(bot: hikari.GatewayBot, ctx: ShardContext) -> None:
             digest = hashlib.sha256(data).hexdigest()
             await event.message.respond(digest, attachment=attachment, reply=True)
             return
+        elif words[0] == "!identify":  # a test hook: ask to IDENTIFY any shard, ours or not
+            started = time.monotonic()
+            link = ctx._link
+            shard_id = int(words[1])
+            request = IdentifyRequest(
+                nonce=link.next_nonce(), deadline=started + 5, shard_id=shard_id
+            )
+            try:
+                await link.call(request)
+                answer = "granted"
+            except RequestError as error:
+                answer = f"error {error.code} {error.message}"
+            answer += f" after {time.monotonic() - started:.2f} s"
         elif words[0] == "!garbage":
             transport = ctx._link.connection._transport  # a test hook, on purpose
             assert transport is not None
