@@ -98,11 +98,10 @@ class Router:
             forward, on_answer, route = self._forward, self._on_answer, self._route
             for message, frame in zip(messages, frames, strict=True):
                 # Nearly every frame is one of these two: they skip the dispatch.
-                kind = type(message)
-                if kind is CommandExec:
-                    forward(handle, message, frame)  # type: ignore[arg-type]
-                elif kind is ReplyOk:
-                    on_answer(handle, message, frame)  # type: ignore[arg-type]
+                if type(message) is CommandExec:
+                    forward(handle, message, frame)
+                elif type(message) is ReplyOk:
+                    on_answer(handle, message, frame)
                 else:
                     route(handle, message, frame)
 

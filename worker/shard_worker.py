@@ -89,8 +89,6 @@ class ShardWorker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._commands: dict[int, asyncio.Task[None]] = {}  # running COMMAND_EXECs by nonce
         self._overdue: DeadlineWheel[int] = DeadlineWheel(self._cancel_overdue)
-        self._shard_count = spec.shard_count
-        self._own_shards = frozenset(spec.shard_ids)
 
     async def run(self, pipe: multiprocessing.connection.Connection) -> int:
         spec = self.spec
@@ -277,10 +275,10 @@ class ShardWorker:
 
     def _start_command(self, request: CommandExec) -> None:
         nonce = request.nonce
-        shard_id = (request.guild_id >> 22) % self._shard_count  # shard_for_guild, inlined
+        shard_id = (request.guild_id >> 22) % self.spec.shard_count  # shard_for_guild, inlined
         invocation = Invocation(request.name, shard_id, request.guild_id, request.payload)
         handler = self.ctx.handler_for(request.name)
-        if shard_id not in self._own_shards:
+        if shard_id not in self.spec.shard_ids:
             message = f"guild {request.guild_id} is on shard {shard_id}, not on this worker"
             self._reply(ReplyError(nonce=nonce, code="unknown_target", message=message))
         elif handler is None:
