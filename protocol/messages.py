@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 Snowflake = Annotated[int, msgspec.Meta(ge=0)]
 ShardId = Annotated[int, msgspec.Meta(ge=0)]
@@ -80,6 +80,7 @@ class ShardHealth(msgspec.Struct, kw_only=True, omit_defaults=True):
     shard_id: ShardId
     state: ShardState
     guilds: int = 0
+    guilds_loaded: int = 0  # of those, in the worker's cache (their GUILD_CREATE arrived)
     latency_ms: float | None = None
     session_id: str | None = None
     seq: int | None = None
@@ -243,13 +244,6 @@ class UserUpdate(Message, tag="USER_UPDATE"):
     fields: dict[str, Any]
 
 
-class PresenceUpdate(Message, tag="PRESENCE_UPDATE"):
-    guild_id: Snowflake
-    user_id: Snowflake
-    status: Literal["online", "idle", "dnd", "offline"]
-    activity: str | None = None
-
-
 # -- compute ------------------------------------------------------------------------------------
 
 
@@ -313,7 +307,6 @@ AnyMessage = (
     | CacheInvalidate
     | MemberUpdate
     | UserUpdate
-    | PresenceUpdate
     | ComputeRequest
     | ComputeResult
     | RestGateReport

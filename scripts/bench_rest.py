@@ -39,6 +39,7 @@ from protocol import PROTOCOL_VERSION, open_connection, socket_from_pipe  # noqa
 from protocol.messages import Hello  # noqa: E402
 from sharder import rest_gate  # noqa: E402
 from simulator.child import SimulatorEndpoints, call_control, simulator_process  # noqa: E402
+from worker.spec import RestGateSpec  # noqa: E402
 
 SPAWN = multiprocessing.get_context("spawn")
 LIMIT = 50
@@ -58,7 +59,7 @@ def simulator(global_limit: int) -> Iterator[SimulatorEndpoints]:
 async def gate(api_url: str, global_limit: int) -> AsyncIterator[tuple[str, psutil.Process]]:
     """A gate process in front of ``api_url``: its base URL for worker 0, and the process."""
     listener = socket.create_server(("127.0.0.1", 0))
-    spec = rest_gate.RestGateSpec(
+    spec = RestGateSpec(
         api_url=api_url,
         master_pid=os.getpid(),
         log_level="WARNING",

@@ -31,6 +31,7 @@ from sharder import config as config_module
 from sharder.config import Config, ConfigError
 from sharder.control import ControlError, call_sync
 from sharder.display import status_table
+from sharder.intents import intent_value
 from sharder.status import SharderStatus
 
 USAGE_ERROR = 2
@@ -144,12 +145,6 @@ def start(args: argparse.Namespace, config: Config) -> int:
     from sharder.master import Master
     from sharder.simulated import SimulatorChild
     from sharder.supervisor import Discord, Supervisor
-    from worker import shard_hooks
-
-    try:
-        shard_hooks.check_hikari()  # here, once, rather than in a crash loop of every worker
-    except shard_hooks.UnsupportedHikari as error:
-        fail(f"this hikari cannot be used: {error}")
 
     show_status = not args.no_status
     console = Console(stderr=True)
@@ -214,15 +209,6 @@ def start(args: argparse.Namespace, config: Config) -> int:
         if simulator is not None:
             simulator.stop()
         fail(str(error))
-
-
-def intent_value(names: list[str]) -> int:
-    import hikari
-
-    value = hikari.Intents.NONE
-    for name in names:
-        value |= hikari.Intents[name]
-    return int(value)
 
 
 def control(args: argparse.Namespace, config: Config) -> int:

@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from sharder.intents import INTENTS
+
 Positive = Annotated[float, msgspec.Meta(gt=0)]
 Count = Annotated[int, msgspec.Meta(ge=1)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
@@ -50,7 +52,10 @@ class ShardingSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 class SupervisorSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     heartbeat_interval: Positive = 1.0  # seconds between pings to each worker
-    heartbeat_misses: Count = 3  # missed acks in a row that make a worker hung
+    heartbeat_misses: Count = 3  # beats of silence that make a process hung
+    # A worker's event loop may be busy (a large guild load, a slow handler) while its process
+    # answers; it is hung only when the loop has not turned for this long, like a watchdog.
+    loop_stall_timeout: Positive = 60.0
     worker_start_timeout: Positive = 60.0  # spawn to hello
     restart_backoff: Positive = 0.5  # first delay before a restart; doubles per restart
     restart_backoff_max: Positive = 30.0
@@ -113,6 +118,8 @@ class SimulatorSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     """What ``--simulate`` starts: the simulator's world and traffic."""
 
     guilds: Annotated[int, msgspec.Meta(ge=0)] = 200
+    members_per_guild: Annotated[int, msgspec.Meta(ge=0, le=250_000)] = 25
+    channels_per_guild: Annotated[int, msgspec.Meta(ge=1, le=500)] = 3
     max_concurrency: Count = 16
     identify_window: Positive = 5.0  # Discord's; tests shrink it
     session_start_limit: Count = 1000
@@ -148,19 +155,9 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         if supervisor.restart_backoff > supervisor.restart_backoff_max:
             raise ConfigError("supervisor.restart_backoff must not exceed restart_backoff_max")
         intents = set(self.bot.intents)
-        unknown = sorted(intents - set(intent_names()))
+        unknown = sorted(intents - set(INTENTS))
         if unknown:
             raise ConfigError(f"bot.intents: unknown intent(s) {', '.join(unknown)}")
-
-
-def intent_names() -> list[str]:
-    import hikari  # here: hikari is heavy, and only checking intents needs it
-
-    return [intent.name for intent in hikari.Intents if intent.name is not None] + [
-        "ALL_UNPRIVILEGED",
-        "ALL_PRIVILEGED",
-        "ALL",
-    ]
 
 
 def load(path: Path | None) -> Config:

@@ -42,6 +42,7 @@ STATE_STYLES = {
     "resuming": "yellow",
     "waiting_identify": "yellow",
     "stopping": "yellow",
+    "busy": "yellow",
     "backoff": "red",
     "down": "red",
     "failed": "bold red",

@@ -24,7 +24,6 @@ import signal
 import socket
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import aiohttp
 import psutil
@@ -37,6 +36,7 @@ from protocol.messages import Heartbeat, RestGateReport, RouteReport
 from sharder.rest_limits import GateRefusal, RestLimits
 from worker.ipc import MasterLink
 from worker.lifetime import die_with_parent
+from worker.spec import RestGateSpec
 
 log = logging.getLogger("sharder.rest_gate")
 
@@ -57,20 +57,6 @@ HOP_BY_HOP = frozenset(
 )
 REFUSED_STATUS = 408  # hikari raises a client error at once, without retrying
 GATE_ID = 0
-
-
-@dataclass(frozen=True, slots=True)
-class RestGateSpec:
-    """What the master tells the gate process at spawn."""
-
-    api_url: str  # the real API base: Discord's, or the simulator's
-    master_pid: int
-    log_level: str
-    global_limit: int
-    max_wait: float
-    invalid_limit: int
-    slowdown_at: float
-    refuse_at: float
 
 
 def main(

@@ -32,7 +32,6 @@ from protocol.messages import (
     HeartbeatAck,
     IdentifyRequest,
     Message,
-    PresenceUpdate,
     ReplyError,
     ReplyOk,
     Request,
@@ -58,7 +57,6 @@ class WorkerReports(Protocol):
     def on_identify_request(self, handle: WorkerHandle, request: IdentifyRequest) -> None: ...
     def on_state_update(self, handle: WorkerHandle, update: StateUpdate) -> None: ...
     def on_state_sync(self, handle: WorkerHandle, request: StateSync) -> None: ...
-    def on_presence(self, handle: WorkerHandle, presence: PresenceUpdate, frame: Frame) -> None: ...
     def on_compute_request(
         self, handle: WorkerHandle, request: ComputeRequest, frame: Frame
     ) -> None: ...
@@ -145,8 +143,6 @@ class Router:
             self.reports.on_state_update(handle, message)
         elif isinstance(message, StateSync):
             self.reports.on_state_sync(handle, message)
-        elif isinstance(message, PresenceUpdate):
-            self.reports.on_presence(handle, message, frame)
         else:
             kind = type(message).__struct_config__.tag
             log.warning("worker %d sent %s, which the master does not take", handle.id, kind)

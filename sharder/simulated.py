@@ -27,6 +27,8 @@ class SimulatorChild:
     def __init__(self, section: SimulatorSection, shards: int) -> None:
         self.flags = [
             "--guilds", str(section.guilds),
+            "--members-per-guild", str(section.members_per_guild),
+            "--channels-per-guild", str(section.channels_per_guild),
             "--shards", str(shards),
             "--max-concurrency", str(section.max_concurrency),
             "--seed", str(section.seed),

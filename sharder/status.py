@@ -16,6 +16,7 @@ WorkerState = Literal[
     "spawning",  # process started, hello not yet received
     "starting",  # connected; its shards are connecting
     "ready",  # every shard it owns is ready
+    "busy",  # shown for a serving worker whose loop has not turned for a heartbeat or more
     "stopping",  # asked to stop
     "backoff",  # died; waiting to be restarted
     "failed",  # restarted too often within the crash-loop window; left down
@@ -41,6 +42,7 @@ class ShardStatus(msgspec.Struct, kw_only=True):
     state: ShardState
     guilds: int
     latency_ms: float | None
+    guilds_loaded: int = 0  # of its guilds, those whose GUILD_CREATE the worker has cached
     identify_queue: int | None = None  # IDENTIFYs of its bucket before its own, while waiting
 
 

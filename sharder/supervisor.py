@@ -51,7 +51,6 @@ from protocol.messages import (
     Hello,
     IdentifyGrant,
     IdentifyRequest,
-    PresenceUpdate,
     ReplyError,
     RestGateReport,
     ShardDisconnect,
@@ -61,7 +60,7 @@ from protocol.messages import (
     StateSync,
     StateUpdate,
 )
-from sharder import gateway_info, rest_gate
+from sharder import gateway_info
 from sharder.compute_pool import ComputePool
 from sharder.config import Config
 from sharder.identify import IdentifyGate
@@ -71,8 +70,9 @@ from sharder.status import SharderStatus
 from sharder.store import StateStore, StoreError
 from sharder.systemd import Notifier
 from sharder.workers import ChildHandle, ComputeHandle, RestGateHandle, WorkerHandle
-from worker import compute_worker, shard_worker
-from worker.spec import ComputeSpec, WorkerSpec
+from worker.lifetime import EXIT_UNUSABLE
+from worker.spawn_target import run_child
+from worker.spec import ComputeSpec, RestGateSpec, WorkerSpec
 
 log = logging.getLogger("sharder.supervisor")
 
@@ -82,6 +82,9 @@ STOP_POLL = 0.05
 # A signal sent to a process group reaches the master twice at once; a second stop is a person
 # pressing Ctrl-C again, later than this.
 SIGNAL_DEBOUNCE = 0.5
+# How often a child refreshes its liveness stamps, per heartbeat interval: a stopped process is
+# seen within a quarter beat of the heartbeat_misses'.
+LIVENESS_STAMPS_PER_BEAT = 4
 POISON_WINDOW = 10.0  # a process dying this soon after a handover drops the sessions
 
 
@@ -372,21 +375,20 @@ class Supervisor:
     # -- spawning and reaping ------------------------------------------------------------------
 
     def _spawn(self, handle: ChildHandle) -> None:
+        if handle.liveness is not None:
+            handle.liveness.reset()
         parent_end, child_end = SPAWN.Pipe(duplex=True)
         name = f"sharder-{handle.kind}-{handle.id}"
+        arguments: tuple[object, ...]
         if isinstance(handle, WorkerHandle):
-            spec = self._worker_spec(handle)
-            process = SPAWN.Process(target=shard_worker.main, args=(spec, child_end), name=name)
+            arguments = ("worker.shard_worker:main", self._worker_spec(handle), child_end)
         elif isinstance(handle, RestGateHandle):
             gate = self._rest_gate_spec()
-            arguments = (gate, self._rest_listener, child_end)
-            process = SPAWN.Process(target=rest_gate.main, args=arguments, name=name)
+            arguments = ("sharder.rest_gate:main", gate, self._rest_listener, child_end)
         else:
             assert isinstance(handle, ComputeHandle)
-            compute = self._compute_spec(handle)
-            process = SPAWN.Process(
-                target=compute_worker.main, args=(compute, child_end), name=name
-            )
+            arguments = ("worker.compute_worker:main", self._compute_spec(handle), child_end)
+        process = SPAWN.Process(target=run_child, args=arguments, name=name)
         process.start()
         if isinstance(handle, ComputeHandle) and process.pid is not None:  # None only unstarted
             lower_priority(process.pid, self.config.compute.niceness)
@@ -423,13 +425,15 @@ class Supervisor:
             request_timeout=self.config.supervisor.request_timeout,
             compute_timeout=self.config.compute.task_timeout,
             log_level=self.worker_log_level,
+            liveness=handle.liveness,
+            liveness_period=self.config.supervisor.heartbeat_interval / LIVENESS_STAMPS_PER_BEAT,
             sessions=sessions,
             guild_counts=dict(handle.guild_counts),
         )
 
-    def _rest_gate_spec(self) -> rest_gate.RestGateSpec:
+    def _rest_gate_spec(self) -> RestGateSpec:
         rest = self.config.rest
-        return rest_gate.RestGateSpec(
+        return RestGateSpec(
             api_url=self.discord.api_url,
             master_pid=os.getpid(),
             log_level=self.worker_log_level,
@@ -550,6 +554,10 @@ class Supervisor:
                     self.gate.forget(shard_id)
         elif isinstance(handle, ComputeHandle):
             self.pool.worker_down(handle)
+        if process.exitcode == EXIT_UNUSABLE and not self._stop_requested:
+            log.error("%s cannot run with what is installed (its log says why); stopping", handle)
+            self.exit_code = 1
+            self.request_stop()
         if self.state == "stopping" or self._stop_requested:
             handle.state = "stopped"
             return
@@ -613,19 +621,46 @@ class Supervisor:
             ):
                 handle.unacked_heartbeats = 0
                 continue
-            if handle.unacked_heartbeats >= self.config.supervisor.heartbeat_misses:
-                log.error(
-                    "%s is hung: %d heartbeats unanswered; killing it",
-                    handle,
-                    handle.unacked_heartbeats,
-                )
-                self._kill(handle, f"hung: {handle.unacked_heartbeats} heartbeats unanswered")
+            hung = self._hung(handle, now)
+            if hung is not None:
+                log.error("%s is %s; killing it", handle, hung)
+                self._kill(handle, hung)
                 continue
             self._heartbeat_nonce += 1
             handle.record_ping(self._heartbeat_nonce, now)
             connection.send_batch_nowait(
                 [Heartbeat(nonce=self._heartbeat_nonce, deadline=now + interval, sent_at=now)]
             )
+
+    def _hung(self, handle: ChildHandle, now: float) -> str | None:
+        """Why the child counts as hung, if it does; notes a busy loop on the way.
+
+        A child with shared liveness stamps is hung when its process has been silent for
+        ``heartbeat_misses`` beats (stopped, or an interpreter that never lets go of the GIL),
+        or its loop has not turned for ``loop_stall_timeout``; a loop that has not turned for
+        less is busy, not hung (a large guild load, a slow handler). Other children are hung
+        when they leave ``heartbeat_misses`` pings unanswered.
+        """
+        supervisor = self.config.supervisor
+        misses = supervisor.heartbeat_misses
+        liveness = handle.liveness
+        if liveness is None:
+            if handle.unacked_heartbeats >= misses:
+                return f"hung: {handle.unacked_heartbeats} heartbeats unanswered"
+            return None
+        silent = liveness.silent_for(now)
+        if silent >= misses * supervisor.heartbeat_interval:
+            return f"hung: {misses} heartbeats unanswered (silent for {silent:.1f} s)"
+        stalled = liveness.stalled_for(now)
+        if stalled >= supervisor.loop_stall_timeout:
+            return f"hung: its event loop has not turned for {stalled:.0f} s"
+        was_busy = handle.busy_for is not None
+        handle.busy_for = stalled if stalled >= supervisor.heartbeat_interval else None
+        if handle.busy_for is not None and not was_busy:
+            log.info("%s is busy: its event loop has not turned for %.1f s", handle, stalled)
+        elif was_busy and handle.busy_for is None:
+            log.info("%s is no longer busy", handle)
+        return None
 
     # -- what workers report (the router's WorkerReports) --------------------------------------
 
@@ -684,12 +719,6 @@ class Supervisor:
     def on_state_update(self, handle: WorkerHandle, update: StateUpdate) -> None:
         if self.state_service is not None:
             self.state_service.on_update(handle, update)
-
-    def on_presence(self, handle: WorkerHandle, presence: PresenceUpdate, frame: Frame) -> None:
-        # Relayed as received to every other worker: presence is ephemeral, never stored.
-        for other in self.workers.values():
-            if other is not handle and other.connection is not None and other.connection.is_open:
-                other.connection.forward_soon(frame)
 
     def on_state_sync(self, handle: WorkerHandle, request: StateSync) -> None:
         if self.state_service is not None:

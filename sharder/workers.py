@@ -14,6 +14,7 @@ from collections import deque
 from multiprocessing.process import BaseProcess
 
 from protocol import Connection
+from protocol.liveness import Liveness
 from protocol.messages import ComputeRequest, HeartbeatAck, RestGateReport, ShardHealth
 from sharder.status import (
     ComputeStatus,
@@ -32,8 +33,14 @@ ROUND_TRIPS_KEPT = 100  # heartbeat round trips the status's p99 is taken over
 class ChildHandle:
     kind = "child"
 
-    def __init__(self, child_id: int, first_backoff: float) -> None:
+    def __init__(
+        self, child_id: int, first_backoff: float, liveness: Liveness | None = None
+    ) -> None:
         self.id = child_id
+        # Shared stamps the child keeps fresh, for children whose loop may be busy for long;
+        # without, a child is hung when it leaves ``heartbeat_misses`` pings unanswered.
+        self.liveness = liveness
+        self.busy_for: float | None = None  # seconds its loop has not turned, when a beat or more
         self.state: WorkerState = "stopped"
         self.process: BaseProcess | None = None
         self.connection: Connection | None = None
@@ -100,6 +107,7 @@ class ChildHandle:
         self.connection = None
         self.health = None
         self.unacked_heartbeats = 0
+        self.busy_for = None
         self._pings.clear()
 
     def count_exit(self, now: float, window: float) -> int:
@@ -182,7 +190,9 @@ class WorkerHandle(ChildHandle):
     kind = "worker"
 
     def __init__(self, worker_id: int, shard_ids: list[int], first_backoff: float) -> None:
-        super().__init__(worker_id, first_backoff)
+        # Its loop may be busy for seconds (guild loads, bot code): a busy loop is not hung.
+        self.liveness: Liveness = Liveness()
+        super().__init__(worker_id, first_backoff, self.liveness)
         self.shard_ids = shard_ids
         self.shards: dict[int, ShardHealth] = {
             shard_id: ShardHealth(shard_id=shard_id, state="down") for shard_id in shard_ids
@@ -272,14 +282,19 @@ class WorkerHandle(ChildHandle):
 
     def worker_status(self) -> WorkerStatus:
         health = self.health
+        busy_for = self.busy_for if self.state in SERVING_STATES else None
+        if busy_for is not None:
+            lag_ms: float | None = round(busy_for * 1000, 1)
+        else:
+            lag_ms = health.loop_lag_ms if health else None
         return WorkerStatus(
             id=self.id,
             pid=self.pid,
-            state=self.state,
+            state="busy" if busy_for is not None else self.state,
             shards=list(self.shard_ids),
             restarts=self.restarts,
             rss_bytes=health.rss_bytes if health else 0,
-            loop_lag_ms=health.loop_lag_ms if health else None,
+            loop_lag_ms=lag_ms,
             heartbeat_p99_ms=self.heartbeat_p99_ms(),
             last_exit=self.last_exit,
         )
@@ -291,6 +306,7 @@ class WorkerHandle(ChildHandle):
                 worker=self.id,
                 state=shard.state,
                 guilds=shard.guilds,
+                guilds_loaded=shard.guilds_loaded,
                 latency_ms=shard.latency_ms,
             )
             for shard in self.shards.values()

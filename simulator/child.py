@@ -18,8 +18,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-
 STARTUP_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
 
@@ -50,6 +48,10 @@ class ControlError(Exception):
 
 async def call_control(control_url: str, method: str, path: str, body: object = None) -> Any:
     """Call a ``/_sim`` route; raises ControlError on any status but 2xx."""
+    # Imported here: the sharder's master starts the simulator through this module, and would
+    # otherwise carry aiohttp (9 MiB) for nothing.
+    import aiohttp
+
     async with (
         aiohttp.ClientSession() as http,
         http.request(method, f"{control_url}{path}", json=body) as response,

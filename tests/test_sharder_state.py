@@ -142,7 +142,7 @@ async def test_the_reference_bots_state_commands_across_workers() -> None:
         assert ranking.startswith("top: ") and f"{writer} (" in ranking
 
 
-async def test_a_presence_seen_by_one_shard_is_known_on_every_worker() -> None:
+async def test_a_presence_seen_by_one_shard_is_asked_for_from_another_worker() -> None:
     async with running_sharder(shards=SHARDS, workers=2, guilds=8) as run:
         await run.wait_ready()
         world = await guilds(run)
@@ -155,10 +155,13 @@ async def test_a_presence_seen_by_one_shard_is_known_on_every_worker() -> None:
         user = presence["user_id"]
         for _ in range(100):
             if (
-                await run.ask(f"!call {asked_on_worker_1} presence {user}", asked_on_worker_1)
+                await run.ask(
+                    f"!call {asked_on_worker_1} presence {seen_on_worker_0}:{user}",
+                    asked_on_worker_1,
+                )
                 == 'ok "dnd"'
             ):
                 break
             await asyncio.sleep(0.05)
         else:
-            raise AssertionError("worker 1 never learned the presence")
+            raise AssertionError("worker 1 never got the presence from worker 0")

@@ -36,6 +36,8 @@ __all__ = ["Invocation", "RequestError", "ShardContext"]
 
 Handler = Callable[["Invocation"], Awaitable[Any]] | Callable[["Invocation"], Any]
 H = TypeVar("H", bound=Handler)
+# Built-in handlers: a colon, which keeps them apart from the bot's own names.
+PRESENCE_HANDLER = "sharder:presence"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,13 @@ class Invocation(msgspec.Struct, frozen=True):
     shard_id: int
     guild_id: int | None
     payload: Any
+
+
+class Presence(msgspec.Struct, frozen=True):
+    """A member's presence in a guild, as the shard that has the guild last saw it."""
+
+    status: str  # online, idle, dnd or offline
+    activity: str | None  # the name of the first activity, if any
 
 
 class ShardContext:
@@ -83,6 +92,7 @@ class ShardContext:
         # Shards resuming a session handed over from another process, until RESUMED: events
         # they deliver meanwhile are Discord's replay and may have been seen before.
         self.replaying: set[int] = set()
+        self.add_handler(PRESENCE_HANDLER, self._cached_presence)
 
     def handler(self, name: str) -> Callable[[H], H]:
         """Register the decorated coroutine function as the handler called ``name``."""
@@ -97,6 +107,29 @@ class ShardContext:
         if name in self._handlers:
             raise ValueError(f"a handler named {name!r} is already registered")
         self._handlers[name] = Registered(function, inspect.iscoroutinefunction(function))
+
+    async def presence(
+        self, guild_id: int, user_id: int, *, timeout: float | None = None
+    ) -> Presence | None:
+        """The member's presence, from the cache of the shard that has the guild (None if it
+        has seen none; needs the GUILD_PRESENCES intent).
+
+        Asked on demand rather than copied to every worker: presence changes are the most
+        frequent events, and a copy on every worker would grow with every user the bot sees.
+        """
+        found = await self.request(guild_id, PRESENCE_HANDLER, user_id, timeout=timeout)
+        return None if found is None else msgspec.convert(found, Presence)
+
+    def _cached_presence(self, call: Invocation) -> Presence | None:
+        if call.guild_id is None:
+            return None
+        member = self.bot.cache.get_presence(call.guild_id, int(call.payload))
+        if member is None:
+            return None
+        activities = member.activities
+        return Presence(
+            status=str(member.visible_status), activity=activities[0].name if activities else None
+        )
 
     def in_replay(self, shard_id: int) -> bool:
         """Whether events of this shard may be replays (at-least-once after a handover)."""

@@ -13,6 +13,9 @@ import signal
 import sys
 
 PR_SET_PDEATHSIG = 1
+# A child that finds it cannot work with what is installed (an unsupported hikari) exits with
+# this (sysexits' EX_CONFIG): the master stops instead of restarting it in a loop.
+EXIT_UNUSABLE = 78
 
 
 def die_with_parent(parent_pid: int) -> None:

@@ -1,5 +1,6 @@
 """What the master tells a child at spawn: a shard worker its identity, its shards and how to
-reach Discord; a compute worker its limits and where emoji images come from.
+reach Discord; a compute worker its limits and where emoji images come from; the REST gate
+where the API is and its limits.
 
 Pickled once by ``multiprocessing`` (spawn) into the child; everything later goes over the pipe.
 """
@@ -7,6 +8,8 @@ Pickled once by ``multiprocessing`` (spawn) into the child; everything later goe
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from protocol.liveness import Liveness
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +34,8 @@ class WorkerSpec:
     request_timeout: float
     compute_timeout: float  # default deadline of ctx.compute calls
     log_level: str
+    liveness: Liveness  # kept fresh every liveness_period: a busy loop is not a hung process
+    liveness_period: float
     # Sessions of shards handed over from the worker's previous process: they RESUME.
     sessions: dict[int, Session] = field(default_factory=dict)
     guild_counts: dict[int, int] = field(default_factory=dict)  # of those shards, as last known
@@ -51,3 +56,15 @@ class ComputeSpec:
     emoji_timeout: float
     emoji_max_bytes: int
     emoji_cache_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class RestGateSpec:
+    api_url: str  # the real API base: Discord's, or the simulator's
+    master_pid: int
+    log_level: str
+    global_limit: int
+    max_wait: float
+    invalid_limit: int
+    slowdown_at: float
+    refuse_at: float

@@ -19,7 +19,6 @@ from typing import Any
 from protocol.merge import AddWinsSet, Clock, CounterMap, LwwMap
 from protocol.messages import (
     GuildSync,
-    PresenceUpdate,
     StateChanged,
     StateScope,
     StateSync,
@@ -45,8 +44,6 @@ class SharedState:
         self._entries: dict[tuple[str, str], Entry] = {}
         self._totals: dict[tuple[str, str], tuple[int, int]] = {}  # (key, field): this origin's
         self._listeners: list[Listener] = []
-        # Presence is not stored, only relayed: the latest seen per user, from any shard.
-        self._presences: dict[int, PresenceUpdate] = {}
 
     # -- keeping in sync ---------------------------------------------------------------------
 
@@ -101,13 +98,6 @@ class SharedState:
         ]
         ranking.sort(key=lambda pair: (-pair[1], pair[0]))
         return ranking[:limit]
-
-    def presence(self, user_id: int) -> PresenceUpdate | None:
-        """The user's latest presence seen by any shard (None if none has seen one)."""
-        return self._presences.get(user_id)
-
-    def note_presence(self, presence: PresenceUpdate) -> None:
-        self._presences[presence.user_id] = presence
 
     def version(self, scope: str, key: str) -> int:
         entry = self._entries.get((scope, key))

@@ -53,13 +53,19 @@ def setup(bot: hikari.GatewayBot, ctx: ShardContext) -> None:
         return ctx.state.user(int(call.payload))
 
     @ctx.handler("presence")
-    def presence(call: Invocation) -> str | None:
-        seen = ctx.state.presence(int(call.payload))
+    async def presence(call: Invocation) -> str | None:
+        guild_id, user_id = map(int, str(call.payload).split(":"))
+        seen = await ctx.presence(guild_id, user_id)
         return None if seen is None else seen.status
 
     @ctx.handler("sleep")
     async def sleep(call: Invocation) -> float:
         await asyncio.sleep(float(call.payload))
+        return float(call.payload)
+
+    @ctx.handler("block")
+    def block(call: Invocation) -> float:
+        time.sleep(float(call.payload))  # holds the event loop: a handler that never yields
         return float(call.payload)
 
     @ctx.handler("fail")
