@@ -205,6 +205,13 @@ class StateSync(Request, tag="STATE_SYNC"):
     """Worker -> master: send the shared state my shards hold; answered once all of it is sent."""
 
 
+class StateFetch(Request, tag="STATE_FETCH"):
+    """Worker -> master: a user's data, which a worker reads on demand rather than holds for
+    every user. Answered ``{"version": int, "data": bytes | None}`` (None: never written)."""
+
+    user_id: Snowflake
+
+
 class GuildSync(Message, tag="GUILD_SYNC"):
     """Master -> worker: the full shared state of one guild, before it takes routed traffic.
 
@@ -302,6 +309,7 @@ AnyMessage = (
     | Broadcast
     | StateUpdate
     | StateSync
+    | StateFetch
     | GuildSync
     | StateChanged
     | CacheInvalidate

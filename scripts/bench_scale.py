@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,6 +103,7 @@ class Outcome:
     ready_s: float | None = None
     cpu_s: float | None = None
     uss_mib: dict[str, float] = field(default_factory=dict)  # by process role, in shown order
+    cpu_by_role: dict[str, float] = field(default_factory=dict)  # CPU s to ready, by role
     total_mib: float | None = None
     restarts: int = 0
     note: str = ""
@@ -214,7 +215,11 @@ def plain_way(
             log = directory / f"plain-{n}.log"
             children.append(launch(command, log, sim.token, stdout=subprocess.PIPE))
         lines = ready_lines(children, deadline, timeout)
-        spent = cpu_seconds(p for child in children for p in process_tree(child.pid))
+        names = ["hikari"] if processes == 1 else [str(n) for n in range(processes)]
+        cpu = {
+            name: cpu_seconds(process_tree(child.pid))
+            for name, child in zip(names, children, strict=True)
+        }
         # Each process reads its shards' guild count from their READYs; together they must
         # cover the world, or "ready" would mean less than every guild.
         loaded = sum(int(line.split()[2]) for line in lines)
@@ -222,10 +227,9 @@ def plain_way(
             raise WayFailed(f"the READYs listed {loaded} guilds; the world has {guild_count}")
         ready_at = max(float(line.split()[1]) for line in lines)
         time.sleep(SETTLE_S)
-        names = ["hikari"] if processes == 1 else [str(n) for n in range(processes)]
         trees = [process_tree(child.pid) for child in children]
         uss = {name: uss_mib(tree) for name, tree in zip(names, trees, strict=True)}
-        return Outcome(ready_at - launched_at, spent, uss, sum(uss.values()))
+        return Outcome(ready_at - launched_at, sum(cpu.values()), uss, cpu, sum(uss.values()))
     finally:
         for child in children:
             stop_group(child)
@@ -280,15 +284,22 @@ def sharder_way(
     try:
         ready_at = uvloop.run(wait_loaded(socket, master, guild_count, timeout))
         tree = process_tree(master.pid)
-        spent = cpu_seconds(tree)
+        cpu = by_role(master.pid, uvloop.run(status_of(socket)), tree, cpu_seconds)
         remembered.update((process.pid, process) for process in tree)
         time.sleep(SETTLE_S)
         # The status after the settle: its pids are those the USS is read from.
         status = uvloop.run(status_of(socket))
         tree = process_tree(master.pid)
         remembered.update((process.pid, process) for process in tree)
-        uss = sharder_uss(master.pid, status, tree)
-        return Outcome(ready_at - launched_at, spent, uss, sum(uss.values()), restarts_in(status))
+        uss = by_role(master.pid, status, tree, uss_mib)
+        return Outcome(
+            ready_at - launched_at,
+            sum(cpu.values()),
+            uss,
+            cpu,
+            sum(uss.values()),
+            restarts_in(status),
+        )
     finally:
         remembered.update((process.pid, process) for process in process_tree(master.pid))
         stop_group(master)
@@ -347,10 +358,14 @@ def restarts_in(status: dict[str, Any] | None) -> int:
     )
 
 
-def sharder_uss(
-    master_pid: int, status: dict[str, Any], tree: list[psutil.Process]
+def by_role(
+    master_pid: int,
+    status: dict[str, Any],
+    tree: list[psutil.Process],
+    measure: Callable[[Iterable[psutil.Process]], float],
 ) -> dict[str, float]:
-    """USS by role: master, each worker, the REST gate, compute, then any other child by name."""
+    """``measure`` by role: master, each worker, the REST gate, compute, then any other child by
+    name."""
     roles = {master_pid: "master"}
     for worker in status["workers"]:
         if worker["pid"] is not None:
@@ -363,12 +378,12 @@ def sharder_uss(
         if worker["pid"] is not None:
             roles[worker["pid"]] = "compute" if len(compute) == 1 else f"compute {worker['id']}"
     by_pid = {process.pid: process for process in tree}
-    uss = {role: uss_mib([by_pid[pid]]) for pid, role in roles.items() if pid in by_pid}
+    figures = {role: measure([by_pid[pid]]) for pid, role in roles.items() if pid in by_pid}
     for process in tree:
         if process.pid not in roles:
             role = other_role(process)
-            uss[role] = uss.get(role, 0.0) + uss_mib([process])
-    return uss
+            figures[role] = figures.get(role, 0.0) + measure([process])
+    return figures
 
 
 def other_role(process: psutil.Process) -> str:
@@ -425,6 +440,7 @@ def median_outcome(outcomes: list[Outcome]) -> Outcome:
     if not ready:
         return Outcome(restarts=restarts, note=f"never ready in {len(outcomes)} run(s)")
     roles = dict.fromkeys(role for outcome in ready for role in outcome.uss_mib)
+    cpu_roles = dict.fromkeys(role for outcome in ready for role in outcome.cpu_by_role)
     partly = len(ready) < len(outcomes)
     return Outcome(
         ready_s=statistics.median(outcome.ready_s or 0.0 for outcome in ready),
@@ -433,6 +449,10 @@ def median_outcome(outcomes: list[Outcome]) -> Outcome:
             role: statistics.median(o.uss_mib[role] for o in ready if role in o.uss_mib)
             for role in roles
         },
+        cpu_by_role={
+            role: statistics.median(o.cpu_by_role[role] for o in ready if role in o.cpu_by_role)
+            for role in cpu_roles
+        },
         total_mib=statistics.median(outcome.total_mib or 0.0 for outcome in ready),
         restarts=restarts,
         note=f"ready in {len(ready)} of {len(outcomes)} runs" if partly else "",
@@ -440,15 +460,21 @@ def median_outcome(outcomes: list[Outcome]) -> Outcome:
 
 
 def print_table(outcomes: dict[str, Outcome]) -> None:
-    rows = [["way", "ready s", "CPU s", "USS MiB total", "per process (USS MiB)", "restarts"]]
+    rows = [
+        ["way", "ready s", "CPU s", "USS MiB total", "per process (USS MiB / CPU s)", "restarts"]
+    ]
     for way, outcome in outcomes.items():
         if outcome.ready_s is None:
             rows.append([way, "never", "-", "-", "-", str(outcome.restarts)])
             continue
+        figures = {
+            role: f"{mib:.0f}/{outcome.cpu_by_role.get(role, 0.0):.1f}"
+            for role, mib in outcome.uss_mib.items()
+        }
         if way == "split":  # the processes are alike: their figures say enough
-            per_process = " ".join(f"{mib:.0f}" for mib in outcome.uss_mib.values())
+            per_process = " ".join(figures.values())
         else:
-            per_process = ", ".join(f"{role} {mib:.0f}" for role, mib in outcome.uss_mib.items())
+            per_process = ", ".join(f"{role} {figure}" for role, figure in figures.items())
         rows.append(
             [
                 way,

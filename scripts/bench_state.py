@@ -71,7 +71,7 @@ def setup(bot: hikari.GatewayBot, ctx: ShardContext) -> None:
     arrivals: list[float] = []
 
     def arrived(scope: str, key: str) -> None:
-        sent_at = ctx.state.user(USER).get("sent_at")
+        sent_at = (ctx.state.cached_user(USER) or {}).get("sent_at")
         if scope == "user_data" and key == str(USER) and sent_at is not None:
             arrivals.append(time.monotonic() - sent_at)
 

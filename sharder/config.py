@@ -108,6 +108,8 @@ class RestSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 class StateSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     path: Annotated[str, msgspec.Meta(min_length=1)] = "sharder-state.db"  # SQLite, WAL
+    # Users whose shared data each worker keeps after reading it; the rest stay in the master.
+    user_cache: Count = 10_000
 
 
 class ControlSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

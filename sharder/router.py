@@ -38,6 +38,7 @@ from protocol.messages import (
     ShardDisconnect,
     ShardOutcome,
     ShardReady,
+    StateFetch,
     StateSync,
     StateUpdate,
 )
@@ -57,6 +58,7 @@ class WorkerReports(Protocol):
     def on_identify_request(self, handle: WorkerHandle, request: IdentifyRequest) -> None: ...
     def on_state_update(self, handle: WorkerHandle, update: StateUpdate) -> None: ...
     def on_state_sync(self, handle: WorkerHandle, request: StateSync) -> None: ...
+    def on_state_fetch(self, handle: WorkerHandle, request: StateFetch) -> None: ...
     def on_compute_request(
         self, handle: WorkerHandle, request: ComputeRequest, frame: Frame
     ) -> None: ...
@@ -143,6 +145,8 @@ class Router:
             self.reports.on_state_update(handle, message)
         elif isinstance(message, StateSync):
             self.reports.on_state_sync(handle, message)
+        elif isinstance(message, StateFetch):
+            self.reports.on_state_fetch(handle, message)
         else:
             kind = type(message).__struct_config__.tag
             log.warning("worker %d sent %s, which the master does not take", handle.id, kind)

@@ -1,9 +1,11 @@
 """The master's side of shared state: a worker's change is merged, made durable, pushed to the
-workers that hold its key, and only then acknowledged; a starting worker is sent the state of
-its guilds (and every user's) before its shards connect.
+workers that may hold its key, and only then acknowledged; a starting worker is sent the state
+of its guilds before its shards connect.
 
-A guild's keys live with the worker that owns the guild's shard; user data lives with every
-worker.
+A guild's keys live with the worker that owns the guild's shard. User data lives here: a worker
+fetches a user's entry when it reads it and keeps a bounded number of them, so no worker's
+memory grows with every user the bot has written about; every change of a user's data is
+pushed to every worker, which applies it if it holds that user.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from protocol.messages import (
     ReplyError,
     ReplyOk,
     StateChanged,
+    StateFetch,
     StateScope,
     StateSync,
     StateUpdate,
@@ -55,21 +58,26 @@ class StateService:
     def on_sync(self, handle: WorkerHandle, request: StateSync) -> None:
         """Send the worker everything its shards hold, then answer the request."""
         per_guild: defaultdict[int, dict[str, Any]] = defaultdict(dict)
-        users = []
         for (scope, key), entry in self.store.entries.items():
             guild_id = guild_of(scope, key)
-            if guild_id is None:
-                users.append(StateChanged(scope="user_data", key=key, version=entry.version,
-                                          data=encode_state(entry.state)))  # fmt: skip
-            elif self.table.owner_of_guild(guild_id) == handle.id:
+            if guild_id is not None and self.table.owner_of_guild(guild_id) == handle.id:
                 per_guild[guild_id][f"{scope}:{key}"] = [entry.version, encode_state(entry.state)]
         messages: list[Any] = [
             GuildSync(guild_id=guild_id, version=max(v for v, _ in state.values()), state=state)
             for guild_id, state in per_guild.items()
         ]
-        messages += users
         messages.append(ReplyOk(nonce=request.nonce, payload={"guilds": len(per_guild)}))
         self._send(handle, messages)
+
+    def on_fetch(self, handle: WorkerHandle, request: StateFetch) -> None:
+        """A user's entry, as the store has it now."""
+        entry = self.store.get("user_data", key_of("user_data", 0, request.user_id))
+        answer = (
+            {"version": entry.version, "data": encode_state(entry.state)}
+            if entry is not None
+            else {"version": 0, "data": None}
+        )
+        self._send(handle, [ReplyOk(nonce=request.nonce, payload=answer)])
 
     async def set_fields(self, scope: StateScope, key: str, fields: dict[str, Any]) -> int:
         """A change made on the master itself (``sharder state set``)."""

@@ -57,6 +57,7 @@ from protocol.messages import (
     ShardHealth,
     ShardReady,
     ShardState,
+    StateFetch,
     StateSync,
     StateUpdate,
 )
@@ -424,6 +425,7 @@ class Supervisor:
             master_pid=os.getpid(),
             request_timeout=self.config.supervisor.request_timeout,
             compute_timeout=self.config.compute.task_timeout,
+            user_cache=self.config.state.user_cache,
             log_level=self.worker_log_level,
             liveness=handle.liveness,
             liveness_period=self.config.supervisor.heartbeat_interval / LIVENESS_STAMPS_PER_BEAT,
@@ -723,6 +725,10 @@ class Supervisor:
     def on_state_sync(self, handle: WorkerHandle, request: StateSync) -> None:
         if self.state_service is not None:
             self.state_service.on_sync(handle, request)
+
+    def on_state_fetch(self, handle: WorkerHandle, request: StateFetch) -> None:
+        if self.state_service is not None:
+            self.state_service.on_fetch(handle, request)
 
     def on_compute_request(
         self, handle: WorkerHandle, request: ComputeRequest, frame: Frame

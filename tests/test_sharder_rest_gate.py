@@ -9,6 +9,7 @@ import json
 import time
 from typing import Any
 
+from sharder.rest_limits import GLOBAL_MARGIN
 from simulator.child import call_control
 from tests.sharder_run import RunningSharder, running_sharder
 
@@ -71,7 +72,7 @@ async def test_eight_workers_flooding_get_no_429_through_the_gate_and_keep_the_r
     got_429, rate, status = await eight_workers_flood(gate=True)
     print(f"through the gate: {got_429} 429s, {rate:.1f} messages/s")
     assert got_429 == 0
-    assert rate >= 0.95 * 50
+    assert rate >= 0.95 * 50 / (1 + GLOBAL_MARGIN)  # close to the gate's own ceiling
     gate = status["rest_gate"]
     assert sent(status) >= 4000 and gate["got_429"] == 0 and gate["invalid_10min"] == 0
 

@@ -76,6 +76,7 @@ class ShardContext:
         shard_count: int,
         request_timeout: float,
         compute_timeout: float,
+        user_cache: int,
     ) -> None:
         self.bot = bot
         self.worker_id = worker_id
@@ -85,7 +86,9 @@ class ShardContext:
         self._link = link
         self._handlers: dict[str, Registered] = {}
         # The bot's shared state (guild configs, member activity, permissions, user data).
-        self.state = SharedState(link, origin=worker_id + 1, request_timeout=request_timeout)
+        self.state = SharedState(
+            link, origin=worker_id + 1, request_timeout=request_timeout, user_cache=user_cache
+        )
         # CPU work (math, emoji images, the bot's own tasks) on the compute pool.
         self.compute = ComputeClient(link, compute_timeout)
         self._own_shards = frozenset(shard_ids)

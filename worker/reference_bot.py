@@ -98,7 +98,7 @@ def setup(bot: hikari.GatewayBot, ctx: ShardContext) -> None:
         elif command == "afk":
             answer = await afk_text(ctx, int(event.author_id), argument.strip())
         elif command == "note":
-            answer = note_text(ctx, argument.strip())
+            answer = await note_text(ctx, argument.strip())
         elif command == "math":
             answer = await math_text(ctx, argument.strip())
         elif command == "jumbo":
@@ -173,10 +173,13 @@ async def afk_text(ctx: ShardContext, user_id: int, note: str) -> str:
     return f"away: {note}" if note else "welcome back"
 
 
-def note_text(ctx: ShardContext, argument: str) -> str:
+async def note_text(ctx: ShardContext, argument: str) -> str:
     if not argument.isascii() or not argument.isdigit():
         return "usage: note <user id>"
-    note = ctx.state.user(int(argument)).get("afk")
+    try:
+        note = (await ctx.state.user(int(argument))).get("afk")
+    except StateError as error:
+        return f"cannot say: {error}"
     return f"{argument} is away: {note}" if note else f"{argument} is not away"
 
 

@@ -53,6 +53,10 @@ from worker.spec import Session, WorkerSpec
 log = logging.getLogger("worker")
 
 LAG_PROBE_INTERVAL = 0.25
+# While guilds load, how often their count is checked, and for how long at most (guilds that
+# stay unavailable never arrive).
+LOAD_CHECK_INTERVAL = 0.1
+LOAD_WATCH_LIMIT = 600.0
 IDENTIFY_WAIT = 600.0  # one ask's deadline; a longer queue (a spent budget) is asked again
 CLOSE_TIMEOUT = 5.0
 
@@ -123,6 +127,7 @@ class ShardWorker:
             shard_count=spec.shard_count,
             request_timeout=spec.request_timeout,
             compute_timeout=spec.compute_timeout,
+            user_cache=spec.user_cache,
         )
         self._listen()
         shard_hooks.install(self._wait_for_identify_grant)
@@ -136,6 +141,7 @@ class ShardWorker:
             )
         serving = asyncio.create_task(self._serve())
         lag_probe = asyncio.create_task(self._probe_loop_lag())
+        load_watch = asyncio.create_task(self._report_guild_loads())
         # The shared state of our guilds arrives before the bot code runs or a shard connects.
         synced = await self.ctx.state.sync()
         log.info("shared state of %d guilds received", synced)
@@ -154,6 +160,7 @@ class ShardWorker:
             await self.stopping.wait()
         finally:
             lag_probe.cancel()
+            load_watch.cancel()
             serving.cancel()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(CLOSE_TIMEOUT):
@@ -373,6 +380,29 @@ class ShardWorker:
         else:  # a new session numbers its dispatches from 1
             self.events += session.seq
         self._counted[shard_id] = (session.session_id, session.seq)
+
+    async def _report_guild_loads(self) -> None:
+        """Tell the master the moment a shard has all its guilds, not at the next heartbeat.
+
+        Counted from the cache every ``LOAD_CHECK_INTERVAL``: a listener on every guild's
+        arrival would have hikari build an event object for each.
+        """
+        # A shard that resumed gets no GUILD_CREATEs: its cache never fills.
+        loaded = set(self.spec.sessions)
+        deadline = time.monotonic() + LOAD_WATCH_LIMIT
+        while len(loaded) < len(self.spec.shard_ids) and time.monotonic() < deadline:
+            await asyncio.sleep(LOAD_CHECK_INTERVAL)
+            health = self._health(0)
+            newly = {
+                shard.shard_id
+                for shard in health.shards
+                if shard.state == "ready"
+                and shard.shard_id not in loaded
+                and shard.guilds_loaded >= self.guild_counts.get(shard.shard_id, 0)
+            }
+            if newly:
+                loaded |= newly
+                self.link.send(health)
 
     async def _probe_loop_lag(self) -> None:
         while True:

@@ -33,6 +33,7 @@ class WorkerSpec:
     master_pid: int  # the worker exits if this is no longer its parent
     request_timeout: float
     compute_timeout: float  # default deadline of ctx.compute calls
+    user_cache: int  # users whose shared data a worker keeps, the least recently read dropped
     log_level: str
     liveness: Liveness  # kept fresh every liveness_period: a busy loop is not a hung process
     liveness_period: float

@@ -1,10 +1,13 @@
 """``ctx.state``: a worker's view of the bot's shared state, kept in sync by the master.
 
-Reads come from memory: the state of this worker's guilds and of every user, sent by the master
-when the worker starts (before its shards connect) and after every change. A write goes to the
-master, which merges it, makes it durable, pushes the new state to the workers that hold the
-key (this one included) and then acknowledges: when ``await ctx.state.set_guild_config(...)``
-returns, the change is on disk and in this view. A key's version never goes backwards here.
+Reads of this worker's guilds come from memory: their state is sent by the master when the
+worker starts (before its shards connect) and after every change. A user's data is fetched from
+the master the first time it is read (``await ctx.state.user(...)``) and kept, up to
+``[state] user_cache`` users, the least recently read dropped first: no worker holds every
+user. A write goes to the master, which merges it, makes it durable, pushes the new state to the
+workers that may hold the key (this one included) and then acknowledges: when
+``await ctx.state.set_guild_config(...)`` returns, the change is on disk and in this view. A
+key's version never goes backwards here.
 
 Counters are kept per origin (this worker): each write sends this worker's running total, so a
 write delivered twice never counts twice.
@@ -12,7 +15,9 @@ write delivered twice never counts twice.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +25,7 @@ from protocol.merge import AddWinsSet, Clock, CounterMap, LwwMap
 from protocol.messages import (
     GuildSync,
     StateChanged,
+    StateFetch,
     StateScope,
     StateSync,
     StateUpdate,
@@ -36,12 +42,19 @@ class StateError(Exception):
 
 
 class SharedState:
-    def __init__(self, link: MasterLink, origin: int, request_timeout: float) -> None:
+    def __init__(
+        self, link: MasterLink, origin: int, request_timeout: float, user_cache: int
+    ) -> None:
         self._link = link
         self._origin = origin
         self._timeout = request_timeout
         self._clock = Clock(origin)
-        self._entries: dict[tuple[str, str], Entry] = {}
+        self._entries: dict[tuple[str, str], Entry] = {}  # of this worker's guilds
+        # Users read lately, the least recently read first; and those being fetched, whose
+        # changes are kept meanwhile (the answer may predate them).
+        self._users: OrderedDict[str, Entry] = OrderedDict()
+        self._user_cache = user_cache
+        self._fetching: dict[str, asyncio.Future[None]] = {}
         self._totals: dict[tuple[str, str], tuple[int, int]] = {}  # (key, field): this origin's
         self._listeners: list[Listener] = []
 
@@ -82,9 +95,25 @@ class SharedState:
         state = self._state("permissions", key_of("permissions", guild_id, 0))
         return state.value() if isinstance(state, AddWinsSet) else set()
 
-    def user(self, user_id: int) -> dict[str, Any]:
-        state = self._state("user_data", key_of("user_data", 0, user_id))
-        return state.value() if isinstance(state, LwwMap) else {}
+    async def user(self, user_id: int) -> dict[str, Any]:
+        """The user's data: from this worker's memory, or fetched from the master once."""
+        key = key_of("user_data", 0, user_id)
+        if key not in self._users:
+            await self._fetch_user(user_id, key)
+        found = self.cached_user(user_id)
+        if found is None:  # the fetch this reader waited for, another reader's, failed
+            raise StateError(f"user {user_id}'s data could not be read")
+        return found
+
+    def cached_user(self, user_id: int) -> dict[str, Any] | None:
+        """The user's data if this worker holds it (read lately), without asking the master:
+        for plain handlers and listeners, which cannot wait."""
+        key = key_of("user_data", 0, user_id)
+        entry = self._users.get(key)
+        if entry is None:
+            return None
+        self._users.move_to_end(key)
+        return entry.state.value() if isinstance(entry.state, LwwMap) else {}
 
     def top(self, guild_id: int, name: str, limit: int = 10) -> list[tuple[int, int]]:
         """The guild's members with the highest counter ``name``: ``[(user_id, count)]``."""
@@ -100,7 +129,7 @@ class SharedState:
         return ranking[:limit]
 
     def version(self, scope: str, key: str) -> int:
-        entry = self._entries.get((scope, key))
+        entry = self._users.get(key) if scope == "user_data" else self._entries.get((scope, key))
         return entry.version if entry is not None else 0
 
     # -- writing -------------------------------------------------------------------------------
@@ -137,12 +166,55 @@ class SharedState:
     # -- internals -------------------------------------------------------------------------------
 
     def _apply(self, scope: str, key: str, version: int, data: bytes) -> None:
-        current = self._entries.get((scope, key))
+        if scope == "user_data":
+            if key not in self._users and key not in self._fetching:
+                return  # a user this worker does not hold: read from the master when asked
+            current = self._users.get(key)
+        else:
+            current = self._entries.get((scope, key))
         if current is not None and version <= current.version:
             return  # never backwards: an older push arriving late changes nothing
-        self._entries[scope, key] = Entry(version, decode_state(data))
+        self._store(scope, key, Entry(version, decode_state(data)))
         for listener in self._listeners:
             listener(scope, key)
+
+    def _store(self, scope: str, key: str, entry: Entry) -> None:
+        if scope != "user_data":
+            self._entries[scope, key] = entry
+            return
+        self._users[key] = entry
+        self._users.move_to_end(key)
+        while len(self._users) > self._user_cache:
+            self._users.popitem(last=False)
+
+    async def _fetch_user(self, user_id: int, key: str) -> None:
+        """Fetch one user's entry; readers of a user being fetched wait for the same answer."""
+        pending = self._fetching.get(key)
+        if pending is not None:
+            await asyncio.shield(pending)
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._fetching[key] = done
+        request = StateFetch(
+            nonce=self._link.next_nonce(),
+            deadline=time.monotonic() + self._timeout,
+            user_id=user_id,
+        )
+        try:
+            answer = await self._link.call(request)
+            fetched = (
+                Entry(answer["version"], decode_state(answer["data"]))
+                if answer["data"] is not None
+                else Entry(0, LwwMap())
+            )
+            current = self._users.get(key)  # a change pushed while we waited may be newer
+            if current is None or fetched.version > current.version:
+                self._store("user_data", key, fetched)
+        except RequestError as failure:
+            raise StateError(f"user {user_id}'s data could not be read: {failure}") from None
+        finally:
+            del self._fetching[key]
+            done.set_result(None)
 
     def _state(self, scope: str, key: str) -> MergeState | None:
         entry = self._entries.get((scope, key))

@@ -49,8 +49,8 @@ def setup(bot: hikari.GatewayBot, ctx: ShardContext) -> None:
         return ctx.state.activity(call.guild_id or 0, int(call.payload))
 
     @ctx.handler("user")
-    def user(call: Invocation) -> dict[str, Any]:
-        return ctx.state.user(int(call.payload))
+    async def user(call: Invocation) -> dict[str, Any]:
+        return await ctx.state.user(int(call.payload))
 
     @ctx.handler("presence")
     async def presence(call: Invocation) -> str | None:
