@@ -33,6 +33,7 @@ bench: install
 	$(BIN)/python scripts/bench_state.py
 	$(BIN)/python scripts/bench_compute.py
 	$(BIN)/python scripts/bench_rest.py
+	$(BIN)/python scripts/bench_scale.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -121,10 +121,20 @@ class IdentifyRequest(Request, tag="IDENTIFY_REQUEST"):
 
 
 class IdentifyGrant(Message, tag="IDENTIFY_GRANT"):
-    """The gate's permission: the shard may IDENTIFY now."""
+    """The gate's permission: the shard may IDENTIFY now, and until ``expires_at`` (the
+    monotonic clock, which the master and its children share); later, it asks again."""
 
     nonce: Nonce
     shard_id: ShardId
+    expires_at: float
+
+
+class IdentifySent(Message, tag="IDENTIFY_SENT"):
+    """Worker -> master: the shard sent its IDENTIFY at ``sent_at``; its bucket's window runs
+    from then."""
+
+    shard_id: ShardId
+    sent_at: float
 
 
 class ShardReady(Message, tag="SHARD_READY"):
@@ -302,6 +312,7 @@ AnyMessage = (
     | ReplyError
     | IdentifyRequest
     | IdentifyGrant
+    | IdentifySent
     | ShardReady
     | ShardDisconnect
     | CommandExec

@@ -93,6 +93,7 @@ class World:
             "--shards", str(self.shards),
             "--max-concurrency", str(self.max_concurrency),
             "--identify-window", str(self.identify_window),
+            "--log-level", "ERROR",  # its warnings are counted in /stats, shown per way
         ]  # fmt: skip
 
 
@@ -106,6 +107,7 @@ class Outcome:
     cpu_by_role: dict[str, float] = field(default_factory=dict)  # CPU s to ready, by role
     total_mib: float | None = None
     restarts: int = 0
+    identify_violations: int = 0  # IDENTIFYs inside their bucket's window, as the simulator saw
     note: str = ""
 
 
@@ -252,9 +254,16 @@ def ready_lines(
                 code = children[waiting[fd]].wait(STOP_TIMEOUT)
                 raise WayFailed(f"process {waiting[fd]} exited with {code} before it was ready")
             output[fd] += chunk
-            if b"\n" in output[fd]:
+            if ready_line(output[fd]) is not None:
                 del waiting[fd]
-    return [text.decode().partition("\n")[0] for text in output.values()]
+    return [ready_line(text) or "" for text in output.values()]
+
+
+def ready_line(output: bytes) -> str | None:
+    for line in output.decode(errors="replace").splitlines(keepends=True):
+        if line.startswith("ready ") and line.endswith("\n"):
+            return line.strip()
+    return None
 
 
 # -- the sharder -------------------------------------------------------------------------------
@@ -411,12 +420,16 @@ def run_way(way: str, world: World, processes: int, timeout: float) -> Outcome:
         guild_count = len(world_facts["guild_ids"])
         try:
             if way == "sharder":
-                return sharder_way(world, sim, guild_count, processes, timeout, directory)
-            count = 1 if way == "one" else processes
-            return plain_way(world, sim, guild_count, count, timeout, directory)
+                outcome = sharder_way(world, sim, guild_count, processes, timeout, directory)
+            else:
+                count = 1 if way == "one" else processes
+                outcome = plain_way(world, sim, guild_count, count, timeout, directory)
         except WayFailed as failure:
             show_logs(way, directory)
-            return Outcome(restarts=failure.restarts, note=str(failure))
+            outcome = Outcome(restarts=failure.restarts, note=str(failure))
+        stats = uvloop.run(call_control(sim.control_url, "GET", "/stats"))
+        outcome.identify_violations = int(stats["identify_violations"])
+        return outcome
     finally:
         stop_process(simulator)
         LAUNCHED.remove(simulator)
@@ -455,17 +468,27 @@ def median_outcome(outcomes: list[Outcome]) -> Outcome:
         },
         total_mib=statistics.median(outcome.total_mib or 0.0 for outcome in ready),
         restarts=restarts,
+        identify_violations=sum(outcome.identify_violations for outcome in outcomes),
         note=f"ready in {len(ready)} of {len(outcomes)} runs" if partly else "",
     )
 
 
 def print_table(outcomes: dict[str, Outcome]) -> None:
     rows = [
-        ["way", "ready s", "CPU s", "USS MiB total", "per process (USS MiB / CPU s)", "restarts"]
+        [
+            "way",
+            "ready s",
+            "CPU s",
+            "USS MiB total",
+            "per process (USS MiB / CPU s)",
+            "restarts",
+            "identify violations",
+        ]
     ]
     for way, outcome in outcomes.items():
         if outcome.ready_s is None:
-            rows.append([way, "never", "-", "-", "-", str(outcome.restarts)])
+            counts = [str(outcome.restarts), str(outcome.identify_violations)]
+            rows.append([way, "never", "-", "-", "-", *counts])
             continue
         figures = {
             role: f"{mib:.0f}/{outcome.cpu_by_role.get(role, 0.0):.1f}"
@@ -483,10 +506,11 @@ def print_table(outcomes: dict[str, Outcome]) -> None:
                 f"{outcome.total_mib or 0.0:.0f}",
                 per_process,
                 str(outcome.restarts),
+                str(outcome.identify_violations),
             ]
         )
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    numeric = {1, 2, 3, 5}
+    numeric = {1, 2, 3, 5, 6}
     for row in rows:
         cells = [
             cell.rjust(width) if column in numeric else cell.ljust(width)
@@ -591,7 +615,7 @@ def main() -> int:
         print_table(outcomes)
         sys.stdout.flush()
     medians = {way: median_outcome(outcomes) for way, outcomes in results.items()}
-    print(f"\nmedian of {args.runs} run(s) (restarts: summed over the runs)")
+    print(f"\nmedian of {args.runs} run(s) (restarts and identify violations: summed)")
     print_table(medians)
     print_targets(medians)
     return 0

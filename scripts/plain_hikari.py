@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 import time
@@ -33,7 +34,7 @@ async def serve(token: str, rest_url: str, shard_ids: list[int], shard_count: in
         rest_url=rest_url,
         intents=INTENTS,
         banner=None,
-        logs="WARNING",
+        logs=None,  # configured below: to stderr, as stdout carries the ready line
         suppress_optimization_warning=True,
     )
     guilds_of_shard: dict[int, int] = {}
@@ -83,6 +84,7 @@ def main() -> int:
     if not token:
         parser.error("the token goes in the environment variable DISCORD_TOKEN")
     shard_ids = [int(shard_id) for shard_id in args.shard_ids.split(",")]
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     uvloop.run(serve(token, args.rest_url, shard_ids, args.shard_count))
     return 0
 

@@ -24,13 +24,10 @@ from typing import Any, NoReturn
 
 import msgspec
 import uvloop
-from rich.console import Console
-from rich.logging import RichHandler
 
 from sharder import config as config_module
 from sharder.config import Config, ConfigError
 from sharder.control import ControlError, call_sync
-from sharder.display import status_table
 from sharder.intents import intent_value
 from sharder.status import SharderStatus
 
@@ -141,14 +138,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def start(args: argparse.Namespace, config: Config) -> int:
-    # Imported here: the control commands stay quick, without hikari and the worker code.
+    # Imported here: the control commands stay quick, without the supervisor's code.
     from sharder.master import Master
     from sharder.simulated import SimulatorChild
     from sharder.supervisor import Discord, Supervisor
 
     show_status = not args.no_status
-    console = Console(stderr=True)
-    live = show_status and console.is_terminal
+    console = None
+    if show_status:  # rich only for a display: a service (--no-status) runs without it
+        from rich.console import Console
+        from rich.logging import RichHandler
+
+        console = Console(stderr=True)
+    live = console is not None and console.is_terminal
     if live:
         # Through rich, so that log lines scroll above the live status instead of over it.
         handler: logging.Handler = RichHandler(console=console, show_path=False)
@@ -202,7 +204,7 @@ def start(args: argparse.Namespace, config: Config) -> int:
         )
     # Workers write to the same terminal; under the live table only their warnings show.
     supervisor = Supervisor(config, discord, worker_log_level="WARNING" if live else None)
-    master = Master(supervisor, path, simulator, console if show_status else None)
+    master = Master(supervisor, path, simulator, console)
     try:
         return uvloop.run(master.run())
     except ControlError as error:  # the control socket cannot be served (already running, bad path)
@@ -232,6 +234,10 @@ def control(args: argparse.Namespace, config: Config) -> int:
         if args.json:
             print(json.dumps(answer["status"], indent=2))
         else:
+            from rich.console import Console
+
+            from sharder.display import status_table
+
             Console().print(status_table(msgspec.convert(answer["status"], SharderStatus)))
     elif args.command == "state":
         print(json.dumps(answer.get("value") if args.action == "get" else answer))

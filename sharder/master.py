@@ -10,18 +10,18 @@ import asyncio
 import contextlib
 import logging
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any
 
 from protocol.messages import StateScope
 from sharder.control import ControlServer
-from sharder.display import StatusDisplay
 from sharder.simulated import SimulatorChild
 from sharder.state_service import StateService
 from sharder.status import SharderStatus
 from sharder.store import StoreError
 from sharder.supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 log = logging.getLogger("sharder")
 
@@ -70,6 +70,8 @@ class Master:
         await server.start()
         display = None
         if self.console is not None:
+            from sharder.display import StatusDisplay  # rich: only with a display
+
             display = asyncio.create_task(StatusDisplay(self.status, self.console).run())
         try:
             return await self.supervisor.run()

@@ -26,7 +26,6 @@ import sys
 from collections.abc import Mapping
 
 import aiohttp
-import psutil
 import uvloop
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
@@ -84,7 +83,6 @@ class RestGate:
             slowdown_at=spec.slowdown_at,
             refuse_at=spec.refuse_at,
         )
-        self._process = psutil.Process()
 
     async def run(
         self, listener: socket.socket, pipe: multiprocessing.connection.Connection
@@ -107,7 +105,7 @@ class RestGate:
 
     def _dispatch(self, message: AnyMessage) -> None:
         if isinstance(message, Heartbeat):
-            self.link.acknowledge(message, self._process.memory_info().rss)
+            self.link.acknowledge(message)
             self.link.send(self.report())
 
     def report(self) -> RestGateReport:

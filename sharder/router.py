@@ -31,6 +31,7 @@ from protocol.messages import (
     ErrorCode,
     HeartbeatAck,
     IdentifyRequest,
+    IdentifySent,
     Message,
     ReplyError,
     ReplyOk,
@@ -56,6 +57,7 @@ class WorkerReports(Protocol):
     def on_shard_ready(self, handle: WorkerHandle, ready: ShardReady) -> None: ...
     def on_shard_disconnect(self, handle: WorkerHandle, disconnect: ShardDisconnect) -> None: ...
     def on_identify_request(self, handle: WorkerHandle, request: IdentifyRequest) -> None: ...
+    def on_identify_sent(self, handle: WorkerHandle, sent: IdentifySent) -> None: ...
     def on_state_update(self, handle: WorkerHandle, update: StateUpdate) -> None: ...
     def on_state_sync(self, handle: WorkerHandle, request: StateSync) -> None: ...
     def on_state_fetch(self, handle: WorkerHandle, request: StateFetch) -> None: ...
@@ -141,6 +143,8 @@ class Router:
             self.reports.on_shard_disconnect(handle, message)
         elif isinstance(message, IdentifyRequest):
             self.reports.on_identify_request(handle, message)
+        elif isinstance(message, IdentifySent):
+            self.reports.on_identify_sent(handle, message)
         elif isinstance(message, StateUpdate):
             self.reports.on_state_update(handle, message)
         elif isinstance(message, StateSync):

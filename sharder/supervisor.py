@@ -51,6 +51,7 @@ from protocol.messages import (
     Hello,
     IdentifyGrant,
     IdentifyRequest,
+    IdentifySent,
     ReplyError,
     RestGateReport,
     ShardDisconnect,
@@ -712,11 +713,18 @@ class Supervisor:
             connection.send_soon(ReplyError(nonce=request.nonce, code="invalid", message=reason))
             return
 
-        def grant() -> None:
+        def grant(expires_at: float) -> None:
             if connection.is_open:
-                connection.send_soon(IdentifyGrant(nonce=request.nonce, shard_id=shard_id))
+                connection.send_soon(
+                    IdentifyGrant(nonce=request.nonce, shard_id=shard_id, expires_at=expires_at)
+                )
 
         self.gate.request(shard_id, grant)
+
+    def on_identify_sent(self, handle: WorkerHandle, sent: IdentifySent) -> None:
+        if self.gate is not None and sent.shard_id in handle.shard_ids:
+            # Never later than now: a time to come would hold the bucket back for nothing.
+            self.gate.sent(sent.shard_id, min(sent.sent_at, time.monotonic()))
 
     def on_state_update(self, handle: WorkerHandle, update: StateUpdate) -> None:
         if self.state_service is not None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import itertools
 import time
 from collections.abc import Callable
@@ -18,8 +17,16 @@ from worker import shard_hooks
 WINDOW = 0.1
 
 
-def stamp(granted: list[tuple[int, float]], shard_id: int) -> Callable[[], None]:
-    return lambda: granted.append((shard_id, time.monotonic()))
+def sent_at_once(
+    identify_gate: IdentifyGate, granted: list[Any], shard_id: int, note: Any = None
+) -> Callable[[float], None]:
+    """A grant whose shard sends its IDENTIFY (and says so) the moment it arrives."""
+
+    def grant(expires_at: float) -> None:
+        granted.append((shard_id, time.monotonic()) if note is None else note)
+        identify_gate.sent(shard_id, time.monotonic())
+
+    return grant
 
 
 def gate(max_concurrency: int = 2, total: int = 100, remaining: int = 100) -> IdentifyGate:
@@ -30,7 +37,7 @@ async def test_one_identify_per_bucket_per_window_and_buckets_in_parallel() -> N
     identify_gate = gate()
     granted: list[tuple[int, float]] = []
     for shard_id in range(6):  # buckets 0 and 1, three shards each
-        identify_gate.request(shard_id, stamp(granted, shard_id))
+        identify_gate.request(shard_id, sent_at_once(identify_gate, granted, shard_id))
     assert [shard for shard, _ in granted] == [0, 1]  # one per bucket at once
     assert identify_gate.position(2) == 0 and identify_gate.position(4) == 1
     await asyncio.sleep(3 * (WINDOW + WINDOW_MARGIN))
@@ -45,23 +52,51 @@ async def test_a_spent_budget_holds_every_bucket_until_the_period_ends() -> None
     identify_gate = gate(total=2, remaining=2)
     granted: list[int] = []
     for shard_id in range(4):
-        identify_gate.request(shard_id, functools.partial(granted.append, shard_id))
+        identify_gate.request(shard_id, sent_at_once(identify_gate, granted, shard_id, shard_id))
     await asyncio.sleep(0.25)
     assert sorted(granted) == [0, 1] and identify_gate.budget_spent
-    await asyncio.sleep(0.35)  # the 0.4 s period ends
+    await asyncio.sleep(0.4 + WINDOW_MARGIN - 0.25 + 0.1)  # the 0.4 s period and margin end
     assert sorted(granted) == [0, 1, 2, 3]
 
 
 async def test_a_forgotten_or_repeated_request_waits_in_one_place_only() -> None:
     identify_gate = gate(max_concurrency=1)
     granted: list[str] = []
-    identify_gate.request(0, lambda: granted.append("first"))
-    identify_gate.request(1, lambda: granted.append("dead worker"))
-    identify_gate.request(2, lambda: granted.append("asked once"))
-    identify_gate.request(2, lambda: granted.append("asked again"))
+    identify_gate.request(0, sent_at_once(identify_gate, granted, 0, "first"))
+    identify_gate.request(1, sent_at_once(identify_gate, granted, 1, "dead worker"))
+    identify_gate.request(2, sent_at_once(identify_gate, granted, 2, "asked once"))
+    identify_gate.request(2, sent_at_once(identify_gate, granted, 2, "asked again"))
     identify_gate.forget(1)
     await asyncio.sleep(3 * (WINDOW + WINDOW_MARGIN))
     assert granted == ["first", "asked again"]
+
+
+async def test_the_window_runs_from_the_reported_send_not_from_the_grant() -> None:
+    identify_gate = gate(max_concurrency=1)
+    granted: list[tuple[int, float]] = []
+    late = 0.9 * (WINDOW + WINDOW_MARGIN)  # a busy worker sends its IDENTIFY this late, in time
+
+    def stamp(shard_id: int) -> Callable[[float], None]:
+        return lambda _: granted.append((shard_id, time.monotonic()))
+
+    for shard_id in (0, 1):
+        identify_gate.request(shard_id, stamp(shard_id))
+    await asyncio.sleep(late)
+    sent_at = time.monotonic()
+    identify_gate.sent(0, sent_at)
+    await asyncio.sleep(WINDOW + WINDOW_MARGIN + 0.1)
+    assert [shard for shard, _ in granted] == [0, 1]
+    assert granted[1][1] >= sent_at + WINDOW  # not a window after the grant: after the send
+
+
+async def test_an_unreported_grant_holds_its_bucket_until_it_expires_and_a_window_more() -> None:
+    identify_gate = gate(max_concurrency=1)
+    expiries: list[float] = []
+    granted: list[tuple[int, float]] = []
+    identify_gate.request(0, expiries.append)  # its worker dies before sending, or never says
+    identify_gate.request(1, lambda _: granted.append((1, time.monotonic())))
+    await asyncio.sleep(2 * (WINDOW + WINDOW_MARGIN) + 0.1)
+    assert granted and granted[0][1] >= expiries[0] + WINDOW
 
 
 def test_the_hook_matches_the_installed_hikari() -> None:
@@ -79,6 +114,7 @@ def test_the_hook_refuses_a_hikari_whose_send_changed(monkeypatch: pytest.Monkey
 async def test_the_hook_gates_identify_and_nothing_else(monkeypatch: pytest.MonkeyPatch) -> None:
     sent: list[dict[str, Any]] = []
     asked: list[int] = []
+    reported: list[int] = []
 
     async def original(self: Any, data: dict[str, Any], *, priority: bool = False) -> None:
         sent.append(data)
@@ -88,11 +124,11 @@ async def test_the_hook_gates_identify_and_nothing_else(monkeypatch: pytest.Monk
 
     monkeypatch.setattr(GatewayShardImpl, "_send_json", original)
     monkeypatch.setattr(shard_hooks, "check_hikari", lambda: None)
-    shard_hooks.install(acquire)
+    shard_hooks.install(acquire, reported.append)
     shard = GatewayShardImpl.__new__(GatewayShardImpl)
     shard._shard_id = 7
     await shard._send_json({"op": 1, "d": None})
     await shard._send_json({"op": 2, "d": {}})
-    assert asked == [7] and [payload["op"] for payload in sent] == [1, 2]
+    assert asked == [7] and [payload["op"] for payload in sent] == [1, 2] and reported == [7]
     with pytest.raises(RuntimeError, match="already installed"):
-        shard_hooks.install(acquire)
+        shard_hooks.install(acquire, reported.append)

@@ -1,20 +1,26 @@
 """What a worker's view of the shared state holds, and what it costs: user data is read on
 demand and kept for at most ``user_cache`` users; changes for users it does not hold cost it
-nothing; the cost per held user stays within the figure docs/scale.md gives."""
+nothing; the cost per held user and per entry of its guilds stays within the figures
+docs/scale.md gives."""
 
 from __future__ import annotations
 
 import asyncio
 import tracemalloc
+from collections.abc import Callable
 from typing import Any
 
-from protocol.merge import LwwMap, Stamp
+import pytest
+
+from protocol.merge import AddWinsSet, CounterMap, LwwMap, Stamp
 from protocol.messages import StateChanged, StateFetch
 from protocol.state import encode_state
 from worker.state import SharedState
 
 # docs/scale.md: a held user with a short field costs at most this much of a worker's memory.
 BYTES_PER_HELD_USER = 2048
+# ... and an entry of one of its guilds (a config field, a member's counter, a grant).
+BYTES_PER_GUILD_ENTRY = 2048
 
 
 def user_entry(note: str, at: int) -> bytes:
@@ -127,3 +133,46 @@ async def test_memory_is_bounded_by_user_cache_and_flat_for_users_not_held() -> 
     assert sum(state.cached_user(n) is not None for n in range(1, users + 1)) == 1_000
     assert held <= 1_000 * BYTES_PER_HELD_USER, f"{held / 1_000:.0f} bytes per held user"
     assert flat <= 64 * 1024, f"{flat} bytes for {2 * users} users not held"
+
+
+def guild_entry(scope: str, n: int) -> bytes:
+    state: Any
+    if scope == "guild_config":
+        state = LwwMap()
+        state.set("prefix", "?", Stamp(n, 0, 1))
+    elif scope == "member_activity":
+        state = CounterMap()
+        state.report("messages", 1, n, 0)
+    else:
+        state = AddWinsSet()
+        state.add("123:kick", Stamp(n, 0, 1))
+    return encode_state(state)
+
+
+@pytest.mark.parametrize(
+    ("scope", "key"),
+    [
+        ("guild_config", str),
+        ("member_activity", lambda n: f"{n}:{n}"),
+        ("permissions", str),
+    ],
+)
+def test_an_entry_of_the_workers_guilds_costs_what_the_docs_say(
+    scope: str, key: Callable[[int], str]
+) -> None:
+    entries = 2_000
+    state = view(MasterStandIn({}), user_cache=10)
+    pushed = [
+        StateChanged(scope=scope, key=key(n), version=1, data=guild_entry(scope, n))  # type: ignore[arg-type]
+        for n in range(1, entries + 1)
+    ]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for change in pushed:
+            state.apply(change)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert state.version(scope, key(entries)) == 1
+    assert held <= entries * BYTES_PER_GUILD_ENTRY, f"{held / entries:.0f} bytes per entry"

@@ -21,7 +21,6 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-import psutil
 import uvloop
 from PIL import Image
 
@@ -99,7 +98,6 @@ class ComputeWorker:
             ),
             cache_bytes=spec.emoji_cache_bytes,
         )
-        self._process = psutil.Process()
         self._running: asyncio.Task[None] | None = None
 
     async def run(self, pipe: multiprocessing.connection.Connection) -> int:
@@ -119,7 +117,7 @@ class ComputeWorker:
 
     def _dispatch(self, message: AnyMessage) -> None:
         if isinstance(message, Heartbeat):
-            self.link.acknowledge(message, self._process.memory_info().rss)
+            self.link.acknowledge(message)
         elif isinstance(message, ComputeRequest):
             if self._running is not None:
                 self._refuse(message.nonce, "busy", "this compute worker is running a task")

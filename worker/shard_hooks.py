@@ -62,8 +62,9 @@ def check_hikari() -> None:
         raise UnsupportedHikari("hikari's _connect no longer chooses RESUME by _seq")
 
 
-def install(acquire: Acquire) -> None:
-    """Gate every IDENTIFY of every shard in this process through ``acquire(shard_id)``."""
+def install(acquire: Acquire, sent: Callable[[int], None]) -> None:
+    """Gate every IDENTIFY of every shard in this process through ``acquire(shard_id)``, and
+    tell ``sent(shard_id)`` once it has gone out."""
     check_hikari()
     original = GatewayShardImpl._send_json
     if getattr(original, "gated", False):
@@ -73,9 +74,12 @@ def install(acquire: Acquire) -> None:
     async def gated_send_json(
         self: GatewayShardImpl, data: dict[str, Any], *, priority: bool = False
     ) -> None:
-        if data.get("op") == IDENTIFY:
-            await acquire(self._shard_id)
+        if data.get("op") != IDENTIFY:
+            await original(self, data, priority=priority)
+            return
+        await acquire(self._shard_id)
         await original(self, data, priority=priority)
+        sent(self._shard_id)
 
     gated_send_json.gated = True  # type: ignore[attr-defined]
     GatewayShardImpl._send_json = gated_send_json  # type: ignore[method-assign,assignment]

@@ -22,7 +22,6 @@ import time
 from collections import Counter
 
 import hikari
-import psutil
 import uvloop
 from hikari.impl.shard import GatewayShardImpl
 
@@ -34,7 +33,9 @@ from protocol.messages import (
     GuildSync,
     Heartbeat,
     HeartbeatAck,
+    IdentifyGrant,
     IdentifyRequest,
+    IdentifySent,
     ReplyError,
     ReplyOk,
     ShardDisconnect,
@@ -46,7 +47,7 @@ from protocol.messages import (
 from worker import shard_hooks
 from worker.context import Handler, Invocation, ShardContext, describe_failure
 from worker.entry_points import load_entry_point
-from worker.ipc import MasterLink, RequestError
+from worker.ipc import MasterLink, RequestError, resident_bytes
 from worker.lifetime import EXIT_UNUSABLE, die_with_parent
 from worker.spec import Session, WorkerSpec
 
@@ -100,7 +101,6 @@ class ShardWorker:
         }
         self.loop_lag_ms = 0.0
         self.stopping = asyncio.Event()
-        self._process = psutil.Process()
         self._tasks: set[asyncio.Task[None]] = set()
         self._commands: dict[int, asyncio.Task[None]] = {}  # running COMMAND_EXECs by nonce
         self._overdue: DeadlineWheel[int] = DeadlineWheel(self._cancel_overdue)
@@ -130,7 +130,7 @@ class ShardWorker:
             user_cache=spec.user_cache,
         )
         self._listen()
-        shard_hooks.install(self._wait_for_identify_grant)
+        shard_hooks.install(self._wait_for_identify_grant, self._identify_sent)
         if spec.sessions:
             log.info(
                 "resuming sessions: %s",
@@ -224,7 +224,8 @@ class ShardWorker:
         os._exit(0)
 
     async def _wait_for_identify_grant(self, shard_id: int) -> None:
-        """The identify hook: no IDENTIFY before the master's gate says so."""
+        """The identify hook: no IDENTIFY before the master's gate says so, nor after the grant
+        expired (a loop busy with other shards' guilds may get to it late): then it asks again."""
         self.states[shard_id] = "waiting_identify"
         while True:
             request = IdentifyRequest(
@@ -233,13 +234,19 @@ class ShardWorker:
                 shard_id=shard_id,
             )
             try:
-                await self.link.call(request)
-                break
+                grant: IdentifyGrant = await self.link.call(request)
             except RequestError as failure:
                 if failure.code != "timeout":
                     raise
                 log.info("shard %d still waits for its turn to identify", shard_id)
+                continue
+            if time.monotonic() < grant.expires_at:
+                break
+            log.warning("shard %d got to its grant after it expired; asking again", shard_id)
         self.states[shard_id] = "connecting"
+
+    def _identify_sent(self, shard_id: int) -> None:
+        self.link.send(IdentifySent(shard_id=shard_id, sent_at=time.monotonic()))
 
     # -- what the master tells us ------------------------------------------------------------
 
@@ -368,7 +375,7 @@ class ShardWorker:
         return HeartbeatAck(
             nonce=nonce,
             loop_lag_ms=round(self.loop_lag_ms, 2),
-            rss_bytes=self._process.memory_info().rss,
+            rss_bytes=resident_bytes(),
             events=self.events,
             shards=shards,
         )
