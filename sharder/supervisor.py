@@ -657,12 +657,13 @@ class Supervisor:
         stalled = liveness.stalled_for(now)
         if stalled >= supervisor.loop_stall_timeout:
             return f"hung: its event loop has not turned for {stalled:.0f} s"
-        was_busy = handle.busy_for is not None
-        handle.busy_for = stalled if stalled >= supervisor.heartbeat_interval else None
-        if handle.busy_for is not None and not was_busy:
-            log.info("%s is busy: its event loop has not turned for %.1f s", handle, stalled)
-        elif was_busy and handle.busy_for is None:
-            log.info("%s is no longer busy", handle)
+        busy = stalled >= supervisor.heartbeat_interval
+        if busy != handle.seen_busy:
+            handle.seen_busy = busy
+            if busy:
+                log.info("%s is busy: its event loop has not turned for %.1f s", handle, stalled)
+            else:
+                log.info("%s is no longer busy", handle)
         return None
 
     # -- what workers report (the router's WorkerReports) --------------------------------------
@@ -746,7 +747,8 @@ class Supervisor:
     # -- status ----------------------------------------------------------------------------------
 
     def status(self) -> SharderStatus:
-        workers = [handle.worker_status() for handle in self.workers.values()]
+        busy_after = self.config.supervisor.heartbeat_interval
+        workers = [handle.worker_status(busy_after) for handle in self.workers.values()]
         shards = sorted(
             (shard for handle in self.workers.values() for shard in handle.shard_statuses()),
             key=lambda shard: shard.id,

@@ -40,7 +40,7 @@ class ChildHandle:
         # Shared stamps the child keeps fresh, for children whose loop may be busy for long;
         # without, a child is hung when it leaves ``heartbeat_misses`` pings unanswered.
         self.liveness = liveness
-        self.busy_for: float | None = None  # seconds its loop has not turned, when a beat or more
+        self.seen_busy = False  # as last logged: its loop had not turned for a beat or more
         self.state: WorkerState = "stopped"
         self.process: BaseProcess | None = None
         self.connection: Connection | None = None
@@ -107,7 +107,7 @@ class ChildHandle:
         self.connection = None
         self.health = None
         self.unacked_heartbeats = 0
-        self.busy_for = None
+        self.seen_busy = False
         self._pings.clear()
 
     def count_exit(self, now: float, window: float) -> int:
@@ -280,9 +280,17 @@ class WorkerHandle(ChildHandle):
         for shard_id in self.shard_ids:
             self.shards[shard_id] = ShardHealth(shard_id=shard_id, state="down")
 
-    def worker_status(self) -> WorkerStatus:
+    def busy_for(self, busy_after: float) -> float | None:
+        """Seconds its loop has not turned, if ``busy_after`` or more while it serves."""
+        if self.state not in SERVING_STATES:
+            return None
+        stalled = self.liveness.stalled_for(time.monotonic())
+        return stalled if stalled >= busy_after else None
+
+    def worker_status(self, busy_after: float) -> WorkerStatus:
+        """``busy_after``: how long its loop must not have turned for it to show busy."""
         health = self.health
-        busy_for = self.busy_for if self.state in SERVING_STATES else None
+        busy_for = self.busy_for(busy_after)
         if busy_for is not None:
             lag_ms: float | None = round(busy_for * 1000, 1)
         else:
