@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from protocol.routing import contiguous_assignment  # noqa: E402
+from scripts.bench_routing import LAUNCHED, stop_launched  # noqa: E402
 from sharder.control import ControlError, call  # noqa: E402
 from simulator.child import SimulatorEndpoints, call_control, start_simulator, stop_process  # noqa: E402
 
@@ -120,16 +121,6 @@ class WayFailed(Exception):
 
 
 # -- processes ---------------------------------------------------------------------------------
-
-
-LAUNCHED: list[subprocess.Popen[bytes]] = []
-
-
-def stop_launched(signum: int, frame: object) -> None:
-    for process in LAUNCHED:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-    sys.exit(128 + signum)
 
 
 def launch(
