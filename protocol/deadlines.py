@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
+from protocol.messages import DEADLINE_MAX
+
 Key = TypeVar("Key", bound=Hashable)
 
 DEFAULT_RESOLUTION = 0.02
@@ -40,7 +42,11 @@ class DeadlineWheel(Generic[Key]):
         return len(self._nursery) + len(self._slot_of)
 
     def add(self, key: Key, deadline: float) -> None:
-        """Call ``on_expire(key)`` once ``deadline`` (``time.monotonic()``) has passed."""
+        """Call ``on_expire(key)`` once ``deadline`` (``time.monotonic()``) has passed;
+        ``ValueError`` for a deadline that is not an instant of that clock (NaN, infinite,
+        negative), before anything else is touched: one bad entry must not break the tick."""
+        if not 0.0 <= deadline <= DEADLINE_MAX:
+            raise ValueError(f"not a deadline: {deadline!r}")
         self._nursery[key] = deadline
         if self._tick is None:
             self._tick = asyncio.get_running_loop().call_later(self._resolution, self._file)

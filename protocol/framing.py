@@ -10,6 +10,7 @@ decoding into a message nobody sent (a flipped bit inside an int is still valid 
 from __future__ import annotations
 
 import struct
+import sys
 import typing
 import zlib
 from collections.abc import Iterable, Iterator
@@ -155,6 +156,8 @@ class FrameDecoder:
                     append(decode(body))
                 except msgspec.MsgspecError as error:
                     raise _explain_undecodable(body, error) from None
+                except RecursionError:
+                    raise too_deep(len(body)) from None
                 if frames is not None:
                     frames.append(source[position:end])
                 position = end
@@ -169,6 +172,12 @@ class FrameDecoder:
         self._error = TruncatedFrame(len(self._buffer), self._needed)
         self._buffer.clear()
         raise self._error
+
+
+def too_deep(size: int) -> MalformedFrame:
+    """A body nested deeper than the decoder goes (the interpreter's recursion limit)."""
+    limit = sys.getrecursionlimit()
+    return MalformedFrame(f"{size} bytes nested deeper than {limit} levels, the decoder's limit")
 
 
 def _frame_size(partial: bytearray) -> int:

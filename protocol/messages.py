@@ -40,8 +40,18 @@ ShardState = Literal["starting", "waiting_identify", "connecting", "ready", "res
 StateScope = Literal["guild_config", "member_activity", "permissions", "user_data"]
 
 
+# A deadline is an instant of the monotonic clock (seconds since boot): never past this, which
+# keeps infinities and NaN off the wire, where they would break every deadline timer they reach.
+DEADLINE_MAX = float(2**40)
+Deadline = Annotated[float, msgspec.Meta(ge=0.0, le=DEADLINE_MAX)]
+MAX_TIMEOUT = 86_400.0  # the longest a caller may wait for one answer: a day
+
+
 def deadline_in(seconds: float) -> float:
-    """The deadline ``seconds`` from now, in the catalogue's clock."""
+    """The deadline ``seconds`` from now, in the catalogue's clock; ``ValueError`` unless
+    ``seconds`` is a finite number above 0, up to ``MAX_TIMEOUT``."""
+    if not 0.0 < seconds <= MAX_TIMEOUT:  # NaN fails this too
+        raise ValueError(f"a timeout is a number of seconds above 0 and up to a day: {seconds!r}")
     return time.monotonic() + seconds
 
 
@@ -53,7 +63,7 @@ class Request(Message):
     """A message that expects exactly one answer carrying the same nonce."""
 
     nonce: Nonce
-    deadline: float
+    deadline: Deadline
 
 
 # -- session ------------------------------------------------------------------------------------

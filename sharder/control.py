@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from protocol.framing import too_deep
 from protocol.messages import StateScope
 from sharder.config import describe
 from sharder.status import SharderStatus
@@ -113,6 +114,8 @@ def parse_request(line: bytes) -> AnyRequest:
         document = msgspec.json.decode(line)
     except msgspec.DecodeError as error:
         raise BadRequest(f"request is not valid JSON: {error}") from None
+    except RecursionError:
+        raise BadRequest(f"request is not valid JSON: {too_deep(len(line))}") from None
     if not isinstance(document, dict):
         raise BadRequest('a request is a JSON object, e.g. {"command": "status"}')
     command = document.get("command")

@@ -288,6 +288,11 @@ async def test_close_leaves_a_socket_file_that_is_no_longer_its_own(
             b'{"command": "status", "verbose": true}\n',
             "bad status request: Object contains unknown field `verbose`",
         ),
+        (
+            b"[" * 5_000 + b"\n",
+            "request is not valid JSON: 5001 bytes nested deeper than 1000 levels, "
+            "the decoder's limit",
+        ),
     ],
 )
 async def test_bad_requests_get_a_clear_error_and_the_server_carries_on(

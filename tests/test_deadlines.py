@@ -4,9 +4,13 @@ one never fires."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 
+import pytest
+
 from protocol.deadlines import DeadlineWheel
+from protocol.messages import deadline_in
 
 RESOLUTION = 0.01
 
@@ -69,3 +73,25 @@ async def test_expiry_may_add_new_deadlines_and_clear_stops_everything() -> None
     wheel.clear()
     await asyncio.sleep(0.05)
     assert fired == [0, 1, 2, 3] and len(wheel) == 0
+
+
+@pytest.mark.parametrize("bad", [math.inf, math.nan, -1.0])
+async def test_a_deadline_that_is_no_instant_is_refused_and_the_others_still_fire(
+    bad: float,
+) -> None:
+    fired: list[str] = []
+    wheel: DeadlineWheel[str] = DeadlineWheel(fired.append, RESOLUTION)
+    wheel.add("before", time.monotonic() + 0.02)
+    with pytest.raises(ValueError, match="not a deadline"):
+        wheel.add("bad", bad)
+    wheel.add("after", time.monotonic() + 0.02)
+    await asyncio.sleep(0.1)
+    assert sorted(fired) == ["after", "before"]
+
+
+@pytest.mark.parametrize("timeout", [math.inf, math.nan, -1.0, 0.0 - 1e-9, 86_401.0])
+def test_a_timeout_that_is_not_a_span_of_seconds_is_refused_where_it_is_passed(
+    timeout: float,
+) -> None:
+    with pytest.raises(ValueError, match="a timeout is"):
+        deadline_in(timeout)

@@ -245,3 +245,26 @@ def test_small_frames_are_handed_back_as_copies_and_large_ones_as_views() -> Non
     assert [bytes(frame) for frame in frames] == [encoder.encode(m) for m in messages]
     kinds = [type(frame) for frame in frames]
     assert kinds == [bytes] * len(MESSAGES) + [memoryview, bytes]
+
+
+def nested_command(depth: int) -> bytes:
+    """A COMMAND_EXEC whose payload is ``depth`` arrays deep: about ``depth`` bytes."""
+    body = {"kind": "COMMAND_EXEC", "nonce": 9, "deadline": 10.0, "guild_id": 1, "name": "x"}
+    head = msgspec.msgpack.encode({**body, "payload": msgspec.Raw(b"\x91" * depth + b"\x01")})
+    return frame(head)
+
+
+def test_a_payload_nested_too_deep_is_a_malformed_frame_after_what_came_before() -> None:
+    decoder = FrameDecoder()
+    decoded: list[AnyMessage] = []
+    with pytest.raises(MalformedFrame, match="nested deeper than"):
+        for message in decoder.feed(STREAM + nested_command(5_000)):
+            decoded.append(message)
+    assert decoded == MESSAGES  # the frames before the bad one are not lost
+
+
+@pytest.mark.parametrize("deadline", [float("inf"), float("nan"), -1.0, 2.0**41])
+def test_a_deadline_that_is_no_instant_is_refused_on_the_wire(deadline: float) -> None:
+    body = {"kind": "HEARTBEAT", "nonce": 1, "deadline": deadline, "sent_at": 1.0}
+    with pytest.raises(InvalidField, match="deadline"):
+        list(FrameDecoder().feed(frame(msgspec.msgpack.encode(body))))

@@ -11,13 +11,12 @@ when the pool's queue is full, ``target_down`` when no compute worker runs) and 
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
-from protocol.messages import ComputeRequest, ComputeResult
+from protocol.messages import ComputeRequest, ComputeResult, deadline_in
 from worker.ipc import MasterLink, RequestError
 
 
@@ -78,7 +77,7 @@ class ComputeClient:
     ) -> ComputeResult:
         request = ComputeRequest(
             nonce=self._link.next_nonce(),
-            deadline=time.monotonic() + (timeout or self.default_timeout),
+            deadline=deadline_in(timeout or self.default_timeout),
             task=task,
             args=args,
         )

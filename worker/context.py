@@ -27,7 +27,7 @@ import hikari
 import msgspec
 
 from protocol import shard_for_guild
-from protocol.messages import CommandBroadcast, CommandExec, ShardOutcome
+from protocol.messages import CommandBroadcast, CommandExec, ShardOutcome, deadline_in
 from worker.compute_client import ComputeClient
 from worker.ipc import MasterLink, RequestError
 from worker.state import SharedState
@@ -145,7 +145,7 @@ class ShardContext:
         self, guild_id: int, name: str, payload: Any = None, *, timeout: float | None = None
     ) -> Any:
         """Run handler ``name`` on the shard that owns ``guild_id``; its return value."""
-        deadline = time.monotonic() + (timeout or self.request_timeout)
+        deadline = deadline_in(timeout or self.request_timeout)
         shard_id = (guild_id >> 22) % self.shard_count  # shard_for_guild, inlined: a hot path
         if shard_id in self._own_shards:  # our own shard: no need to cross a process
             outcome = await self.invoke(Invocation(name, shard_id, guild_id, payload), deadline)
@@ -165,7 +165,7 @@ class ShardContext:
         """Run handler ``name`` on every shard; each shard's outcome, failures included."""
         request = CommandBroadcast(
             nonce=self._link.next_nonce(),
-            deadline=time.monotonic() + (timeout or self.request_timeout),
+            deadline=deadline_in(timeout or self.request_timeout),
             name=name,
             payload=payload,
         )
