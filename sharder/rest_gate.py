@@ -32,7 +32,7 @@ from multidict import CIMultiDict
 
 from protocol import AnyMessage
 from protocol.messages import Heartbeat, RestGateReport, RouteReport
-from sharder.rest_limits import GateRefusal, RestLimits
+from sharder.rest_limits import GateRefusal, RestLimits, redacted
 from worker.ipc import MasterLink
 from worker.lifetime import die_with_parent
 from worker.spec import RestGateSpec
@@ -55,6 +55,8 @@ HOP_BY_HOP = frozenset(
     }
 )
 REFUSED_STATUS = 408  # hikari raises a client error at once, without retrying
+# hikari gives a request 30 s in all; an answer later than that has nobody waiting for it.
+UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=30.0)
 GATE_ID = 0
 
 
@@ -89,7 +91,7 @@ class RestGate:
     ) -> int:
         self.link = await MasterLink.open(pipe, "rest_gate", GATE_ID)
         # No decompression: bodies pass through as Discord sent them, with their headers.
-        self.session = aiohttp.ClientSession(auto_decompress=False)
+        self.session = aiohttp.ClientSession(auto_decompress=False, timeout=UPSTREAM_TIMEOUT)
         app = web.Application(client_max_size=BODY_MAX)
         app.router.add_route("*", "/w/{worker:[0-9]+}/api/v10/{tail:.*}", self.forward)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -143,34 +145,45 @@ class RestGate:
         else:
             body = request.content
             headers[hdrs.CONTENT_LENGTH] = str(length)
+        shown = redacted(path)  # webhook and interaction tokens stay out of the logs
         while True:
             try:
                 admission = await self.limits.admit(worker, request.method, path)
             except GateRefusal as refusal:
-                log.warning("refused %s %s: %s", request.method, path, refusal)
+                log.warning("refused %s %s: %s", request.method, shown, refusal)
                 return web.json_response(
                     {"message": f"REST gate: {refusal}", "code": 0}, status=REFUSED_STATUS
                 )
+            # Settled by the answer, or released on every other way out (a failed connection, a
+            # timeout, the caller gone): a turn never given back would hold its bucket for good.
+            settled = False
             try:
                 upstream = await self.session.request(
                     request.method, url, headers=headers, data=body, allow_redirects=False
                 )
-            except aiohttp.ClientError as error:
-                self.limits.release(admission)
-                log.warning("%s %s: the API did not answer: %s", request.method, path, error)
+                limited = b""
+                if upstream.status == 429:
+                    async with upstream:
+                        limited = await upstream.read()
+                settled = True
+                retry = self.limits.settle(
+                    admission, upstream.status, upstream.headers, retry_after(limited)
+                )
+            except (aiohttp.ClientError, TimeoutError) as error:
+                reason = str(error) or type(error).__name__
+                log.warning("%s %s: the API did not answer: %s", request.method, shown, reason)
                 return web.json_response(
-                    {"message": f"REST gate: the API did not answer: {error}", "code": 0},
+                    {"message": f"REST gate: the API did not answer: {reason}", "code": 0},
                     status=502,
                 )
+            finally:
+                if not settled:
+                    self.limits.release(admission)
             if upstream.status != 429:
-                self.limits.settle(admission, upstream.status, upstream.headers)
                 async with upstream:
                     return await self._relay(request, upstream)
-            async with upstream:
-                limited = await upstream.read()
-            retry = self.limits.settle(admission, 429, upstream.headers, retry_after(limited))
             if retry and not isinstance(body, aiohttp.StreamReader):
-                log.info("%s %s: 429, retried after its pause", request.method, path)
+                log.info("%s %s: 429, retried after its pause", request.method, shown)
                 continue
             return web.Response(status=429, body=limited, headers=forwarded(upstream.headers))
 

@@ -67,6 +67,15 @@ class Route:
         return self.template.startswith("/interactions/")
 
 
+def redacted(path: str) -> str:
+    """``path`` with its webhook or interaction token replaced, as logs may show it."""
+    segments = path.split("/")
+    for index, segment in enumerate(segments[:-2]):
+        if segment in TOKEN_AFTER:
+            segments[index + 2] = "{token}"
+    return "/".join(segments)
+
+
 def route_of(method: str, path: str) -> Route:
     """The route of a request path below the API base (``/channels/123/messages``)."""
     segments = [segment for segment in path.split("?", 1)[0].split("/") if segment]

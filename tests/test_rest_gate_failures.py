@@ -1,0 +1,114 @@
+"""The REST gate's forwarding on its failure paths: whatever way a request ends, its bucket's turn
+is given back, so one upstream timeout cannot hold a route until the gate restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from sharder.rest_gate import RestGate
+from sharder.rest_limits import redacted
+from worker.spec import RestGateSpec
+
+ROUTE = "/channels/1234/messages"
+
+
+class Upstream:
+    """An API whose first message never gets an answer; the later ones get one at once."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def messages(self, request: web.Request) -> web.Response:
+        self.calls += 1
+        if self.calls == 1:
+            await asyncio.sleep(3)  # past the gate's upstream timeout below
+        return web.json_response({"id": str(self.calls)})
+
+    async def webhook(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(3)  # never in time
+        return web.json_response({})
+
+
+async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    return runner, f"http://{host}:{port}"
+
+
+@pytest.fixture
+async def gate_url() -> AsyncIterator[tuple[str, Upstream]]:
+    upstream = Upstream()
+    api = web.Application()
+    api.router.add_post(f"/api/v10{ROUTE}", upstream.messages)
+    api.router.add_post("/api/v10/webhooks/{id}/{token}", upstream.webhook)
+    api_runner, api_url = await serve(api)
+    spec = RestGateSpec(
+        api_url=f"{api_url}/api/v10",
+        master_pid=os.getpid(),
+        log_level="WARNING",
+        global_limit=50,
+        max_wait=2.0,
+        invalid_limit=10_000,
+        slowdown_at=0.5,
+        refuse_at=0.95,
+    )
+    gate = RestGate(spec)
+    # What the gate process sets up, here with an upstream timeout short enough to hit.
+    gate.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.3))
+    app = web.Application()
+    app.router.add_route("*", "/w/{worker:[0-9]+}/api/v10/{tail:.*}", gate.forward)
+    gate_runner, url = await serve(app)
+    try:
+        yield f"{url}/w/0/api/v10", upstream
+    finally:
+        await gate.session.close()
+        await gate_runner.cleanup()
+        await api_runner.cleanup()
+
+
+async def test_an_upstream_timeout_answers_502_and_gives_the_bucket_back(
+    gate_url: tuple[str, Upstream],
+) -> None:
+    url, upstream = gate_url
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as client:
+        async with client.post(f"{url}{ROUTE}", json={"content": "lost"}) as first:
+            assert first.status == 502
+            assert "did not answer" in (await first.json())["message"]
+        async with client.post(f"{url}{ROUTE}", json={"content": "next"}) as second:
+            assert second.status == 200, await second.text()  # not 408: the turn came back
+    assert upstream.calls == 2
+
+
+@pytest.mark.parametrize(
+    ("path", "shown"),
+    [
+        ("/webhooks/123/s3cr3t/messages/9", "/webhooks/123/{token}/messages/9"),
+        ("/interactions/456/aW50ZXJhY3Rpb24/callback", "/interactions/456/{token}/callback"),
+        ("/channels/1234/messages", "/channels/1234/messages"),
+        ("/webhooks/123", "/webhooks/123"),
+    ],
+)
+def test_tokens_in_paths_are_redacted_for_the_logs(path: str, shown: str) -> None:
+    assert redacted(path) == shown
+
+
+async def test_a_timed_out_webhook_call_logs_no_token(
+    gate_url: tuple[str, Upstream], caplog: pytest.LogCaptureFixture
+) -> None:
+    url, _ = gate_url
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as client,
+        client.post(f"{url}/webhooks/77/s3cr3t-t0ken", json={}) as answer,
+    ):
+        assert answer.status == 502
+    assert "POST /webhooks/77/{token}: the API did not answer" in caplog.text
+    assert "s3cr3t-t0ken" not in caplog.text
