@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -162,6 +163,11 @@ def start(args: argparse.Namespace, config: Config) -> int:
             level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
     intents = intent_value(config.bot.intents)
+    token = config_module.token_from_environment(config)
+    # Out of the environment before any child starts: the shard workers get the token in their
+    # spec, and the others (compute workers parsing untrusted images, the REST gate, the
+    # simulator) must not inherit it.
+    os.environ.pop(config.bot.token_env, None)
     path = socket_path(args, config)
     with contextlib.suppress(ControlError, TimeoutError, OSError):
         call_sync(path, {"command": "status"}, 2.0)
@@ -185,7 +191,6 @@ def start(args: argparse.Namespace, config: Config) -> int:
             unicode_emoji_url=f"{endpoints.cdn_url}/emojis/unicode/",
         )
     else:
-        token = config_module.token_from_environment(config)
         if token is None:
             fail(
                 f"no bot token: set the environment variable {config.bot.token_env} "
