@@ -4,10 +4,14 @@ at once with an error that says where and what."""
 from __future__ import annotations
 
 import math
+import sys
+import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from worker.compute_math import MAX_LENGTH, MathError, evaluate
+from worker.compute_math import FUNCTIONS, MAX_DIGITS, MAX_LENGTH, MathError, evaluate
 
 
 @pytest.mark.parametrize(
@@ -81,6 +85,13 @@ def test_expressions_evaluate_right(text: str, value: object) -> None:
         ("1" * (MAX_LENGTH + 1), "characters; the limit is"),
         ("", "nothing to evaluate"),
         ("True + 1", "True is not a number"),
+        ("round(1, -10**20)", "round to more than 10000 digits"),
+        ("round(1, -10**7)", "round to more than 10000 digits"),
+        ("round(1, 2.5)", "must be an integer"),
+        ("(-1)**0.5", "not a real number"),
+        ("2**((-1)**0.5)", "not a real number"),
+        ("log(2, 1)", "log: division by zero"),
+        ("0.5**10**9999", "more than 64 bits"),
     ],
 )
 def test_hostile_inputs_are_refused_with_the_problem(text: str, problem: str) -> None:
@@ -94,3 +105,48 @@ def test_errors_name_the_position() -> None:
         evaluate("1 + 2 * foo")
     assert refused.value.position == 9
     assert str(refused.value) == "position 9: unknown name 'foo'"
+
+
+# -- totality: every expression of the evaluator's grammar gets a value or a MathError ----------
+
+NUMBERS = st.one_of(
+    st.integers(-(10**30), 10**30),
+    st.integers(0, 9),
+    st.sampled_from(["10**9999", "10**20", "2**64", "1e308", "1e-308", "0.5", "0", "-1"]),
+    st.floats(allow_nan=False, allow_infinity=False, width=64),
+).map(lambda number: f"({number})")
+OPERATORS = ["+", "-", "*", "/", "//", "%", "**"]
+NAMES = st.sampled_from(["pi", "e", "tau"])
+
+
+def expressions() -> st.SearchStrategy[str]:
+    def extend(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+        binary = st.tuples(inner, st.sampled_from(OPERATORS), inner).map(
+            lambda parts: f"({parts[0]} {parts[1]} {parts[2]})"
+        )
+        unary = inner.map(lambda operand: f"(-{operand})")
+        call = st.tuples(
+            st.sampled_from(sorted(FUNCTIONS)), st.lists(inner, min_size=1, max_size=3)
+        ).map(lambda parts: f"{parts[0]}({', '.join(parts[1])})")
+        return st.one_of(binary, unary, call)
+
+    return st.recursive(st.one_of(NUMBERS, NAMES), extend, max_leaves=12)
+
+
+@settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+)
+@given(expressions())
+def test_every_expression_gets_a_real_value_or_a_math_error_within_50_ms(text: str) -> None:
+    sys.set_int_max_str_digits(MAX_DIGITS)  # as the compute worker does
+    started = time.process_time()
+    try:
+        value = evaluate(text)
+    except MathError as refused:
+        assert refused.position >= 0
+    else:
+        assert isinstance(value, int | float) and not isinstance(value, bool)
+        assert isinstance(value, int) or math.isfinite(value)
+        str(value)  # and it can be shown
+    # CPU time, not the wall clock: a busy machine does not slow it.
+    assert time.process_time() - started < 0.05, text

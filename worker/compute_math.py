@@ -28,6 +28,10 @@ MAX_DIGITS: Final = 10_000  # of an integer result, or of an intermediate one
 MAX_BITS: Final = int(MAX_DIGITS * math.log2(10)) + 1
 MAX_FACTORIAL: Final = 3_000  # 3000! has 9,131 digits
 MAX_VARIABLES: Final = 20
+# The digits argument of round(): round(x, -n) computes 10**n, so n is bounded like a result.
+MAX_ROUND_DIGITS: Final = MAX_DIGITS
+# An exponent past this many bits cannot even be made a float (0.5 ** 10**9999): refused.
+MAX_EXPONENT_BITS: Final = 64
 
 CONSTANTS: Final[dict[str, float]] = {"pi": math.pi, "e": math.e, "tau": math.tau}
 
@@ -151,6 +155,12 @@ class Evaluator:
         if not low <= len(arguments) <= high:
             expected = f"{low}" if low == high else f"{low} to {high}"
             raise MathError(position, f"{name} takes {expected} arguments, got {len(arguments)}")
+        if name == "round" and len(arguments) == 2:
+            digits = arguments[1]
+            if not isinstance(digits, int):
+                raise MathError(position, "round's number of digits must be an integer")
+            if abs(digits) > MAX_ROUND_DIGITS:
+                raise MathError(position, f"round to more than {MAX_ROUND_DIGITS} digits")
         if name == "factorial":
             value = arguments[0]
             if not (isinstance(value, int) or float(value).is_integer()) or value < 0:
@@ -162,12 +172,16 @@ class Evaluator:
             return self._check(function(*arguments), node)
         except (ValueError, TypeError) as error:
             raise MathError(position, f"{name}: {error}") from None
+        except ZeroDivisionError:  # log(x, 1)
+            raise MathError(position, f"{name}: division by zero") from None
         except OverflowError:
             raise MathError(position, f"{name}: the result is too large") from None
 
     @staticmethod
     def _check(value: Number, node: ast.AST) -> Number:
         position = getattr(node, "col_offset", -1) + 1
+        if not isinstance(value, int | float):  # (-1) ** 0.5 is complex
+            raise MathError(position, "the result is not a real number")
         if isinstance(value, float) and not math.isfinite(value):
             raise MathError(position, "the result is not a finite number")
         if isinstance(value, int) and value.bit_length() > MAX_BITS:
@@ -176,7 +190,11 @@ class Evaluator:
 
 
 def check_power(base: Number, exponent: Number, position: int) -> None:
-    """Refuse a power whose result would be too large, before computing it."""
+    """Refuse a power whose result would be too large or not real, before computing it."""
+    if isinstance(exponent, int) and exponent.bit_length() > MAX_EXPONENT_BITS:
+        raise MathError(position, f"the exponent has more than {MAX_EXPONENT_BITS} bits")
+    if base < 0 and not float(exponent).is_integer():
+        raise MathError(position, "a negative number to a fractional power is not a real number")
     if base in (0, 1, -1) or exponent <= 0:
         return
     digits = exponent * math.log10(abs(base))
