@@ -33,6 +33,7 @@ ErrorCode = Literal[
     "no_handler",  # the target has no handler registered under that name
     "handler_failed",  # the handler raised; the message carries its error
     "busy",  # a bounded queue is full; retry later
+    "limit",  # the work passed a limit of its own (a compute task's CPU time)
     "invalid",  # the request itself is malformed or names an unknown field
     "shutting_down",  # the receiver is stopping and takes no new work
 ]

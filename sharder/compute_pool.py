@@ -118,18 +118,26 @@ class ComputePool:
         log.info("%s ready (pid %s)", handle, handle.pid)
         self._dispatch()
 
-    def worker_down(self, handle: ComputeHandle) -> None:
-        """A compute worker's process is gone: its task's asker is told now."""
+    def worker_down(self, handle: ComputeHandle, over_limit: bool = False) -> None:
+        """A compute worker's process is gone: its task's asker is told now. ``over_limit``:
+        the task itself ended it, by passing its CPU limit."""
         task = handle.task
         if task is not None:
             handle.task = None
             if self.running.pop(task.nonce, None) is handle:
                 self._deadlines.discard(task.nonce)
                 self.counts.lost += 1
-                reason = f"compute worker {handle.id} died running the {task.task} task"
-                self._answer(
-                    handle.task_origin, task.nonce, "target_down", f"{reason}: {handle.last_exit}"
-                )
+                if over_limit:
+                    reason = f"the {task.task} task passed its CPU limit ({handle.last_exit})"
+                    self._answer(handle.task_origin, task.nonce, "limit", reason)
+                else:
+                    reason = f"compute worker {handle.id} died running the {task.task} task"
+                    self._answer(
+                        handle.task_origin,
+                        task.nonce,
+                        "target_down",
+                        f"{reason}: {handle.last_exit}",
+                    )
         if not self._can_serve():
             for nonce, queued in list(self.queued.items()):
                 del self.queued[nonce]

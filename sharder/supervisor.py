@@ -548,6 +548,12 @@ class Supervisor:
         handle.last_exit = f"{handle.kill_reason} ({how})" if handle.kill_reason else how
         if handle.connection is not None:
             handle.connection.close()
+        # Killed by its own task's CPU limit: the task's doing, not a crash of the worker.
+        over_limit = (
+            isinstance(handle, ComputeHandle)
+            and handle.task is not None
+            and process.exitcode == -signal.SIGXCPU
+        )
         handle.forget_process()
         if isinstance(handle, WorkerHandle):
             self.router.worker_down(handle.id)
@@ -556,7 +562,9 @@ class Supervisor:
                 if self.gate is not None:
                     self.gate.forget(shard_id)
         elif isinstance(handle, ComputeHandle):
-            self.pool.worker_down(handle)
+            self.pool.worker_down(handle, over_limit)
+        if over_limit:
+            handle.restart_requested = True  # replaced at once, not counted toward a crash loop
         if process.exitcode == EXIT_UNUSABLE and not self._stop_requested:
             log.error("%s cannot run with what is installed (its log says why); stopping", handle)
             self.exit_code = 1

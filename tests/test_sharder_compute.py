@@ -124,11 +124,24 @@ async def test_limits_files_sockets_memory_and_cpu_time_are_enforced() -> None:
         assert await compute(sharder, "allocate", {"mib": 16}) == [f"ok {16 * 1024 * 1024}"]
 
         [spin] = await compute(sharder, "spin", {}, timeout=20.0)
-        assert spin.startswith("error target_down compute worker 0 died running the spin task")
-        assert "killed by SIGXCPU" in spin
+        assert spin == "error limit the spin task passed its CPU limit (killed by SIGXCPU)"
         status = await sharder.wait_until(lambda s: compute_worker(s)["state"] == "ready")
         assert await compute(sharder, "math", {"expression": "2**5"}) == ['ok "32"']
         assert compute_worker(status)["restarts"] == 1
+
+
+async def test_tasks_past_their_cpu_limit_never_make_the_worker_a_crash_loop() -> None:
+    # More kills than the crash-loop cap (3 in 30 s here): each is the task's, not the worker's.
+    settings = f"{TASKS}\ncpu_seconds = 1"
+    async with running_sharder(shards=2, workers=1, guilds=8, compute=settings) as sharder:
+        await sharder.wait_ready()
+        for _ in range(5):
+            [spin] = await compute(sharder, "spin", {}, timeout=20.0)
+            assert spin.startswith("error limit the spin task passed its CPU limit")
+            await sharder.wait_until(lambda s: compute_worker(s)["state"] == "ready")
+        status = await sharder.status()
+        assert compute_worker(status)["restarts"] == 5
+        assert await compute(sharder, "math", {"expression": "2**5"}) == ['ok "32"']
 
 
 async def test_a_full_queue_refuses_at_once_and_the_others_are_served_in_turn() -> None:
