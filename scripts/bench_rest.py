@@ -61,6 +61,8 @@ async def gate(api_url: str, global_limit: int) -> AsyncIterator[tuple[str, psut
     listener = socket.create_server(("127.0.0.1", 0))
     spec = RestGateSpec(
         api_url=api_url,
+        secret="bench",
+        workers=1,
         master_pid=os.getpid(),
         log_level="WARNING",
         global_limit=global_limit,
@@ -78,7 +80,7 @@ async def gate(api_url: str, global_limit: int) -> AsyncIterator[tuple[str, psut
     link.deliver_to(lambda *_: None)
     try:
         yield (
-            f"http://127.0.0.1:{listener.getsockname()[1]}/w/0/api/v10",
+            f"http://127.0.0.1:{listener.getsockname()[1]}/bench/w/0/api/v10",
             psutil.Process(process.pid),
         )
     finally:

@@ -1,28 +1,33 @@
 """The REST gate process: one loopback HTTP proxy in front of Discord's API for every worker.
 
-Each worker's hikari gets ``rest_url = http://127.0.0.1:PORT/w/{worker}/api/v10``: every REST
-call of every worker, hikari's own included, comes here, so no request escapes the limits.
-The worker id in the path lets the gate take workers in turn. Requests are admitted by
-``RestLimits`` and forwarded to the configured API base; responses (Discord's rate-limit
-headers included, which hikari paces itself by) stream back unchanged. A 429 is retried here
-once its pause is over, so the workers do not each collect it. Request bodies up to
-``RETRY_BODY_MAX`` are read first, so that a retry can send them again; larger ones (big
-uploads) are streamed and a 429 on them goes back to hikari, which retries. Headers are never
-logged: they carry the bot token.
+Each worker's hikari gets ``rest_url = http://127.0.0.1:PORT/{secret}/w/{worker}/api/v10``:
+every REST call of every worker, hikari's own included, comes here, so no request escapes the
+limits. The worker id in the path lets the gate take workers in turn. The secret, new each run,
+keeps everyone else out: any local process can reach the port, and a request without it is
+refused at once (403) before it counts toward anything, as is one naming no worker of this
+sharder or with dot segments (which would step out of the API base upstream).
+
+Requests are admitted by ``RestLimits`` and forwarded to the configured API base; responses
+(Discord's rate-limit headers included, which hikari paces itself by) stream back unchanged. A
+429 is retried here once its pause is over, so the workers do not each collect it. Request
+bodies up to ``RETRY_BODY_MAX`` are read first, so that a retry can send them again; larger
+ones (big uploads) are streamed and a 429 on them goes back to hikari, which retries. Headers
+are never logged: they carry the bot token.
 
 It runs in its own process (supervised by the master like the workers, on a listening socket
 the master keeps across restarts), not in the master's event loop: see the README's REST gate
 section for the measurement behind that.
 """
-
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import multiprocessing.connection
 import signal
 import socket
 import sys
+import urllib.parse
 from collections.abc import Mapping
 
 import aiohttp
@@ -92,9 +97,7 @@ class RestGate:
         self.link = await MasterLink.open(pipe, "rest_gate", GATE_ID)
         # No decompression: bodies pass through as Discord sent them, with their headers.
         self.session = aiohttp.ClientSession(auto_decompress=False, timeout=UPSTREAM_TIMEOUT)
-        app = web.Application(client_max_size=BODY_MAX)
-        app.router.add_route("*", "/w/{worker:[0-9]+}/api/v10/{tail:.*}", self.forward)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(self.application(), access_log=None, handle_signals=False)
         await runner.setup()
         await web.SockSite(runner, listener).start()
         log.info("forwarding to %s, %d requests/s", self.upstream, self.spec.global_limit)
@@ -104,6 +107,25 @@ class RestGate:
             await runner.cleanup()
             await self.session.close()
         return 0
+
+    def application(self) -> web.Application:
+        app = web.Application(client_max_size=BODY_MAX)
+        app.router.add_route("*", "/{secret}/w/{worker:[0-9]{1,6}}/api/v10/{tail:.*}", self.admit)
+        app.router.add_route("*", "/{anything:.*}", refuse_stranger)
+        return app
+
+    async def admit(self, request: web.Request) -> web.StreamResponse:
+        """Only this sharder's workers get through, and only below the API base."""
+        secret = request.match_info["secret"].encode()
+        if not hmac.compare_digest(secret, self.spec.secret.encode()):
+            return await refuse_stranger(request)
+        if int(request.match_info["worker"]) >= self.spec.workers:
+            return await refuse_stranger(request)
+        if has_dot_segment(request.raw_path):
+            return web.json_response(
+                {"message": "REST gate: dot segments are refused", "code": 0}, status=400
+            )
+        return await self.forward(request)
 
     def _dispatch(self, message: AnyMessage) -> None:
         if isinstance(message, Heartbeat):
@@ -199,6 +221,16 @@ class RestGate:
             await response.write(chunk)
         await response.write_eof()
         return response
+
+
+async def refuse_stranger(request: web.Request) -> web.Response:
+    return web.json_response({"message": "REST gate: not a worker of this sharder"}, status=403)
+
+
+def has_dot_segment(raw_path: str) -> bool:
+    """Whether the path, percent-decoded, has a ``.`` or ``..`` segment."""
+    path = urllib.parse.unquote(raw_path.split("?", 1)[0])
+    return any(segment in (".", "..") for segment in path.split("/"))
 
 
 def forwarded(headers: Mapping[str, str]) -> CIMultiDict[str]:

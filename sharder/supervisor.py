@@ -24,6 +24,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import secrets
 import signal
 import socket
 import sqlite3
@@ -184,7 +185,9 @@ class Supervisor:
                 return 1
             port = self._rest_listener.getsockname()[1]
             self.rest_gate = RestGateHandle(
-                self.config.supervisor.restart_backoff, f"http://127.0.0.1:{port}"
+                self.config.supervisor.restart_backoff,
+                f"http://127.0.0.1:{port}",
+                secrets.token_urlsafe(24),
             )
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self._on_signal, signum)
@@ -385,7 +388,7 @@ class Supervisor:
         if isinstance(handle, WorkerHandle):
             arguments = ("worker.shard_worker:main", self._worker_spec(handle), child_end)
         elif isinstance(handle, RestGateHandle):
-            gate = self._rest_gate_spec()
+            gate = self._rest_gate_spec(handle)
             arguments = ("sharder.rest_gate:main", gate, self._rest_listener, child_end)
         else:
             assert isinstance(handle, ComputeHandle)
@@ -417,7 +420,7 @@ class Supervisor:
             shard_count=self.config.sharding.shards,
             token=self.discord.token,
             api_url=(
-                f"{self.rest_gate.url}/w/{handle.id}/api/v10"
+                f"{self.rest_gate.url}/{self.rest_gate.secret}/w/{handle.id}/api/v10"
                 if self.rest_gate is not None
                 else self.discord.api_url
             ),
@@ -434,10 +437,12 @@ class Supervisor:
             guild_counts=dict(handle.guild_counts),
         )
 
-    def _rest_gate_spec(self) -> RestGateSpec:
+    def _rest_gate_spec(self, handle: RestGateHandle) -> RestGateSpec:
         rest = self.config.rest
         return RestGateSpec(
             api_url=self.discord.api_url,
+            secret=handle.secret,
+            workers=len(self.workers),
             master_pid=os.getpid(),
             log_level=self.worker_log_level,
             global_limit=rest.global_limit,

@@ -162,9 +162,12 @@ class RestGateHandle(ChildHandle):
 
     kind = "rest_gate"
 
-    def __init__(self, first_backoff: float, url: str) -> None:
+    def __init__(self, first_backoff: float, url: str, secret: str) -> None:
         super().__init__(0, first_backoff)
-        self.url = url  # what the workers' hikari is pointed at, below /w/{worker}/api/v10
+        self.url = url  # what the workers' hikari is pointed at, below /{secret}/w/{worker}/api/v10
+        # Made anew each run and known only to the master, the gate and the workers: a local
+        # process that finds the port cannot spend the bot's limits or its invalid-request count.
+        self.secret = secret
         self.report: RestGateReport | None = None
 
     def status(self) -> RestGateStatus:

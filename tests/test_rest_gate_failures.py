@@ -1,5 +1,6 @@
 """The REST gate's forwarding on its failure paths: whatever way a request ends, its bucket's turn
-is given back, so one upstream timeout cannot hold a route until the gate restarts."""
+is given back, so one upstream timeout cannot hold a route until the gate restarts; and only
+this sharder's workers get through, below the API base."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+import yarl
 from aiohttp import web
 
 from sharder.rest_gate import RestGate
@@ -16,6 +18,7 @@ from sharder.rest_limits import redacted
 from worker.spec import RestGateSpec
 
 ROUTE = "/channels/1234/messages"
+SECRET = "per-run-secret"
 
 
 class Upstream:
@@ -53,6 +56,8 @@ async def gate_url() -> AsyncIterator[tuple[str, Upstream]]:
     api_runner, api_url = await serve(api)
     spec = RestGateSpec(
         api_url=f"{api_url}/api/v10",
+        secret=SECRET,
+        workers=2,
         master_pid=os.getpid(),
         log_level="WARNING",
         global_limit=50,
@@ -64,11 +69,9 @@ async def gate_url() -> AsyncIterator[tuple[str, Upstream]]:
     gate = RestGate(spec)
     # What the gate process sets up, here with an upstream timeout short enough to hit.
     gate.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.3))
-    app = web.Application()
-    app.router.add_route("*", "/w/{worker:[0-9]+}/api/v10/{tail:.*}", gate.forward)
-    gate_runner, url = await serve(app)
+    gate_runner, url = await serve(gate.application())
     try:
-        yield f"{url}/w/0/api/v10", upstream
+        yield f"{url}/{SECRET}/w/0/api/v10", upstream
     finally:
         await gate.session.close()
         await gate_runner.cleanup()
@@ -112,3 +115,28 @@ async def test_a_timed_out_webhook_call_logs_no_token(
         assert answer.status == 502
     assert "POST /webhooks/77/{token}: the API did not answer" in caplog.text
     assert "s3cr3t-t0ken" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        (f"/w/0/api/v10{ROUTE}", 403),  # no secret: the old way in
+        (f"/guessed/w/0/api/v10{ROUTE}", 403),
+        (f"/{SECRET}/w/2/api/v10{ROUTE}", 403),  # no worker 2 here
+        (f"/{SECRET}/w/99999999999/api/v10{ROUTE}", 403),
+        (f"/{SECRET}/w/0/api/v10/../../admin", 400),
+        (f"/{SECRET}/w/0/api/v10/%2e%2e/%2E%2E/admin", 400),
+        (f"/{SECRET}/w/0/api/v10/channels/./1234/messages", 400),
+    ],
+)
+async def test_strangers_and_dot_segments_are_refused_at_once_and_count_for_nothing(
+    gate_url: tuple[str, Upstream], path: str, status: int
+) -> None:
+    url, upstream = gate_url
+    base = url.split(f"/{SECRET}/")[0]
+    sent = yarl.URL(f"{base}{path}", encoded=True)  # as written: no client-side clean-up
+    async with aiohttp.ClientSession() as client:
+        for _ in range(20):
+            async with client.post(sent, json={}) as answer:
+                assert answer.status == status
+    assert upstream.calls == 0  # none of it reached the API

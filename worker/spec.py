@@ -62,6 +62,8 @@ class ComputeSpec:
 @dataclass(frozen=True, slots=True)
 class RestGateSpec:
     api_url: str  # the real API base: Discord's, or the simulator's
+    secret: str  # the first path segment of every worker's REST base: nobody else gets through
+    workers: int  # worker ids are 0 to workers - 1
     master_pid: int
     log_level: str
     global_limit: int
