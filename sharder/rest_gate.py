@@ -18,6 +18,7 @@ It runs in its own process (supervised by the master like the workers, on a list
 the master keeps across restarts), not in the master's event loop: see the README's REST gate
 section for the measurement behind that.
 """
+
 from __future__ import annotations
 
 import hmac

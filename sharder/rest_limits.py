@@ -38,6 +38,12 @@ MAJOR_RESOURCES = ("channels", "guilds", "webhooks", "interactions")
 TOKEN_AFTER = ("webhooks", "interactions")  # their second segment is a token, part of the major
 INVALID_STATUSES = frozenset({401, 403, 429})
 BAN_WINDOW = 600.0  # Discord counts invalid requests over ten minutes
+# Every table is bounded: route templates (ids, tokens and emoji as placeholders) up to this
+# many, the rest counted together; buckets and pauses dropped once idle and past their window
+# (a bucket per interaction token would otherwise stay for good), swept this often.
+MAX_ROUTES = 200
+OTHER_ROUTES = "other routes"
+SWEEP_INTERVAL = 10.0
 # The global window's length past one second: requests leave the gate evenly spaced, but reach
 # Discord with the jitter of the trip, and a late first request opens Discord's window late.
 # Measured on a busy 2-core machine (8 workers flooding a 50/s limit): 0.04 s let 20 of 4,000
@@ -89,6 +95,8 @@ def route_of(method: str, path: str) -> Route:
         elif index == 2 and segments[0] in TOKEN_AFTER:
             major = f"{major}/{segment}"  # webhook and interaction tokens are majors too
             template.append("{token}")
+        elif previous == "reactions":
+            template.append("{emoji}")
         elif _ID.match(segment):
             template.append("{id}")
         else:
@@ -102,7 +110,12 @@ class Bucket:
     remaining: int = 1
     reset_at: float = 0.0  # when the current window ends, by the gate's clock
     in_flight: int = 0
+    waiting: int = 0  # admissions waiting for it: it may not be dropped meanwhile
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def idle(self, now: float) -> bool:
+        """Nothing in flight or waiting, and its window over: forgetting it loses nothing."""
+        return self.in_flight == 0 and self.waiting == 0 and now >= self.reset_at
 
 
 @dataclass(slots=True)
@@ -151,6 +164,11 @@ class RestLimits:
         self._waiting: dict[int, deque[asyncio.Future[None]]] = {}  # worker -> its turn
         self._turns: deque[int] = deque()  # workers waiting for a global slot, in turn
         self._wakeup: asyncio.TimerHandle | None = None
+        self._swept_at = time.monotonic()
+
+    @property
+    def bucket_count(self) -> int:
+        return len(self._buckets)
 
     # -- admission ---------------------------------------------------------------------------
 
@@ -165,8 +183,14 @@ class RestLimits:
                 f"{invalid} invalid requests (401, 403, 429) in the last 10 minutes; Discord bans "
                 f"at {self.invalid_limit}: the gate refuses requests until the count falls"
             )
+        if now - self._swept_at >= SWEEP_INTERVAL:
+            self._sweep(now)
         bucket = self._bucket(route)
-        await self._take_bucket(route, bucket, deadline)
+        bucket.waiting += 1
+        try:
+            await self._take_bucket(route, bucket, deadline)
+        finally:
+            bucket.waiting -= 1
         try:
             if not route.exempt_from_global:
                 await self._take_global_slot(worker, route, deadline)
@@ -241,9 +265,18 @@ class RestLimits:
             bucket = self._buckets[key] = Bucket()
         return bucket
 
+    def _sweep(self, now: float) -> None:
+        self._swept_at = now
+        for idle in [key for key, bucket in self._buckets.items() if bucket.idle(now)]:
+            del self._buckets[idle]
+        for over in [name for name, until in self._paused.items() if until <= now]:
+            del self._paused[over]
+
     def _learn_bucket_id(self, route: Route, bucket_id: str) -> None:
         if self._bucket_ids.get(route.name) == bucket_id:
             return
+        if route.name not in self._bucket_ids and len(self._bucket_ids) >= MAX_ROUTES:
+            return  # past the bound: the route keeps a bucket of its own
         self._bucket_ids[route.name] = bucket_id
         # Routes Discord says share a bucket share its state: the first one learned is kept.
         for (name, major), bucket in list(self._buckets.items()):
@@ -376,7 +409,8 @@ class RestLimits:
     def _counts(self, route: Route) -> RouteCounts:
         counts = self.routes.get(route.name)
         if counts is None:
-            counts = self.routes[route.name] = RouteCounts()
+            name = route.name if len(self.routes) < MAX_ROUTES else OTHER_ROUTES
+            counts = self.routes.setdefault(name, RouteCounts())
         return counts
 
     async def _sleep_until(self, until: float, deadline: float, why: str) -> None:

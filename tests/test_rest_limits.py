@@ -8,7 +8,15 @@ import time
 
 import pytest
 
-from sharder.rest_limits import GateRefusal, RestLimits, Route, route_of
+from sharder import rest_limits
+from sharder.rest_limits import (
+    MAX_ROUTES,
+    OTHER_ROUTES,
+    GateRefusal,
+    RestLimits,
+    Route,
+    route_of,
+)
 
 
 @pytest.mark.parametrize(
@@ -29,7 +37,7 @@ from sharder.rest_limits import GateRefusal, RestLimits, Route, route_of
         (
             "PUT",
             "/channels/1/messages/2/reactions/%F0%9F%98%80/@me",
-            "/channels/{channel_id}/messages/{id}/reactions/%F0%9F%98%80/@me",
+            "/channels/{channel_id}/messages/{id}/reactions/{emoji}/@me",
             "channels/1",
         ),
     ],
@@ -167,3 +175,29 @@ async def test_each_new_window_learns_its_end_from_its_first_answer() -> None:
         admission = await asyncio.wait_for(limits.admit(0, "POST", "/channels/1/messages"), 1)
         assert time.monotonic() - started >= 0.15
         limits.settle(admission, 200, headers(limit=1, remaining=0, reset_after=0.2))
+
+
+async def test_tables_stay_bounded_under_made_up_paths_and_one_time_tokens(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    limits = RestLimits(10_000, margin=0.0)
+    for n in range(3 * MAX_ROUTES):
+        # an interaction token per call, a reaction per emoji, a path nobody uses
+        for path in (
+            f"/interactions/{n + 1}/token{n}/callback",
+            f"/channels/1/messages/2/reactions/emoji{n}/@me",
+            f"/made/up/segment{n}",
+        ):
+            admission = await limits.admit(0, "POST", path)
+            limits.settle(admission, 204, {"X-RateLimit-Limit": "5", "X-RateLimit-Remaining": "4",
+                                           "X-RateLimit-Reset-After": "0.01"})  # fmt: skip
+    assert len(limits.routes) <= MAX_ROUTES + 1  # the rest counted as one: "other routes"
+    assert limits.routes[OTHER_ROUTES].requests > 0
+    assert "POST /channels/{channel_id}/messages/{id}/reactions/{emoji}/@me" in limits.routes
+    await asyncio.sleep(0.05)  # every bucket's window has passed; nothing is in flight
+    with_many = limits.bucket_count
+    assert with_many >= 3 * MAX_ROUTES  # one per interaction token and made-up path, so far
+    monkeypatch.setattr(rest_limits, "SWEEP_INTERVAL", 0.0)
+    admission = await limits.admit(0, "GET", "/gateway/bot")  # a later call sweeps
+    limits.settle(admission, 200, {})
+    assert limits.bucket_count <= 2
