@@ -2,11 +2,14 @@
 STATE_UPDATE, GUILD_SYNC or STATE_CHANGED, and how keys are named.
 
 Keys: guild configuration and permissions by guild id, member activity by ``guild:user``, user
-data by user id.
+data by user id, each id a snowflake written as Discord writes it (decimal, no sign, no leading
+zero, below 2**64). Keys and states are checked where they enter (a worker's write, the control
+socket, the store's file): one bad entry would otherwise fail every worker's start-up sync.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +32,27 @@ class Entry:
 
     version: int
     state: MergeState
+
+
+SNOWFLAKE = re.compile(r"[1-9][0-9]{0,19}")
+# The shapes of an encoded state: stamps are (millis, counter, origin), counters (origin, up, down).
+Tag = tuple[int, int, int]
+LWW_FIELDS = dict[str, tuple[int, int, int, Any]]
+COUNTER_ROWS = dict[str, list[tuple[int, int, int]]]
+ADDED_TAGS = dict[str, list[Tag]]
+
+
+def check_key(scope: str, key: str) -> str:
+    """``key`` if it names something in ``scope``; ``ValueError`` saying why otherwise."""
+    if scope not in KINDS:
+        raise ValueError(f"unknown scope {scope!r}; scopes are {', '.join(KINDS)}")
+    parts = key.split(":") if scope == "member_activity" else [key]
+    shape = "guild:user" if scope == "member_activity" else "an id"
+    if len(parts) != (2 if scope == "member_activity" else 1) or not all(
+        SNOWFLAKE.fullmatch(part) and int(part) < 2**64 for part in parts
+    ):
+        raise ValueError(f"{scope} key {key[:80]!r} is not {shape} (snowflakes, as Discord writes)")
+    return key
 
 
 def key_of(scope: str, guild_id: int, user_id: int) -> str:
@@ -65,20 +89,25 @@ def encode_state(state: MergeState) -> bytes:
 
 
 def decode_state(data: bytes) -> MergeState:
-    body = msgspec.msgpack.decode(data)
+    """The state ``data`` encodes; ``ValueError`` (a msgspec error) unless every stamp and
+    count has the types the merge needs: a wrong one would break every later merge of its key."""
+    body = msgspec.msgpack.decode(data, type=dict[str, Any])
     if "lww" in body:
         lww = LwwMap()
-        for name, (millis, counter, origin, value) in body["lww"].items():
+        for name, (millis, counter, origin, value) in msgspec.convert(
+            body["lww"], LWW_FIELDS
+        ).items():
             lww.fields[name] = (Stamp(millis, counter, origin), value)
         return lww
     if "counters" in body:
         counters = CounterMap()
-        for name, rows in body["counters"].items():
+        for name, rows in msgspec.convert(body["counters"], COUNTER_ROWS).items():
             counters.counts[name] = {origin: (up, down) for origin, up, down in rows}
         return counters
     added = AddWinsSet()
     added.added = {
-        element: {Stamp(*tag) for tag in tags} for element, tags in body["added"].items()
+        element: {Stamp(*tag) for tag in tags}
+        for element, tags in msgspec.convert(body.get("added"), ADDED_TAGS).items()
     }
-    added.removed = {Stamp(*tag) for tag in body["removed"]}
+    added.removed = {Stamp(*tag) for tag in msgspec.convert(body.get("removed"), list[Tag])}
     return added

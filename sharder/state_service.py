@@ -30,7 +30,7 @@ from protocol.messages import (
     StateSync,
     StateUpdate,
 )
-from protocol.state import Entry, decode_state, encode_state, guild_of, key_of
+from protocol.state import Entry, check_key, decode_state, encode_state, guild_of, key_of
 from sharder.store import StateStore, StoreError
 from sharder.workers import WorkerHandle
 
@@ -83,6 +83,7 @@ class StateService:
         """A change made on the master itself (``sharder state set``)."""
         if scope not in ("guild_config", "user_data"):
             raise StoreError(f"{scope} cannot be set field by field; only guild_config, user_data")
+        check_key(scope, key)  # ValueError: it would fail every worker's sync
         change = LwwMap()
         stamp = self._clock.now()
         for name, value in fields.items():
@@ -101,7 +102,7 @@ class StateService:
     async def _update(self, handle: WorkerHandle, update: StateUpdate) -> None:
         try:
             change = self._decode(update)
-            key = key_of(update.scope, update.guild_id, update.user_id)
+            key = check_key(update.scope, key_of(update.scope, update.guild_id, update.user_id))
             version = await self.store.merge(update.scope, key, change)
         except (StoreError, ValueError, TypeError, msgspec.DecodeError) as error:
             self._send(handle, [ReplyError(nonce=update.nonce, code="invalid", message=str(error))])

@@ -4,19 +4,26 @@ Each (scope, key) holds one merged state (see ``sharder.merge``) and a version t
 every change. ``merge`` folds a change into memory at once and returns when the change is on
 disk: changes that arrive while a commit is running wait for the next one, so a burst costs one
 transaction and one fsync, not one per change (group commit). The schema carries its version in
-``PRAGMA user_version`` and is migrated on open.
+``PRAGMA user_version`` and is migrated on open. A row that is no valid entry (a key that names
+nothing, a state that does not decode) is moved to the ``quarantine`` table on open, with the
+reason and a log line: never loaded, never fatal.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 from pathlib import Path
 
-from protocol.state import KINDS, Entry, MergeState, decode_state, encode_state
+import msgspec
 
-SCHEMA_VERSION = 1
+from protocol.state import KINDS, Entry, MergeState, check_key, decode_state, encode_state
+
+log = logging.getLogger("sharder.store")
+
+SCHEMA_VERSION = 2
 MIGRATIONS = {
     1: """
         CREATE TABLE state (
@@ -26,6 +33,15 @@ MIGRATIONS = {
             data BLOB NOT NULL,
             PRIMARY KEY (scope, key)
         ) WITHOUT ROWID
+    """,
+    2: """
+        CREATE TABLE quarantine (
+            scope TEXT NOT NULL,
+            key TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            data BLOB NOT NULL,
+            reason TEXT NOT NULL
+        )
     """,
 }
 
@@ -66,10 +82,23 @@ class StateStore:
             db.execute(MIGRATIONS[step])
             db.execute(f"PRAGMA user_version={step}")
             db.execute("COMMIT")
+        bad = []
         for scope, key, entry_version, data in db.execute(
             "SELECT scope, key, version, data FROM state"
         ):
-            self.entries[scope, key] = Entry(entry_version, decode_state(data))
+            try:
+                check_key(scope, key)
+                self.entries[scope, key] = Entry(entry_version, decode_state(data))
+            except (ValueError, TypeError, KeyError, msgspec.MsgspecError) as error:
+                log.error("state %s %r is not a valid entry, quarantined: %s", scope, key, error)
+                bad.append((scope, key, entry_version, data, str(error)))
+        if bad:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany("INSERT INTO quarantine VALUES (?, ?, ?, ?, ?)", bad)
+            db.executemany(
+                "DELETE FROM state WHERE scope = ? AND key = ?", [row[:2] for row in bad]
+            )
+            db.execute("COMMIT")
         self._db = db
 
     async def close(self) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from protocol import RoutingTable
@@ -89,3 +91,24 @@ async def test_a_good_change_is_pushed_before_it_is_acknowledged(service: Any) -
     assert isinstance(pushed, StateChanged) and pushed.key == f"{GUILD}:5" and pushed.version == 1
     assert isinstance(acknowledged, ReplyOk) and acknowledged.payload == {"version": 1}
     assert state.value("member_activity", f"{GUILD}:5") == {"messages": 3}
+
+
+@pytest.mark.parametrize("key", ["abc", "", "-5", "1_000", "0", "0123", "9" * 65, "1:2"])
+async def test_a_key_that_names_nothing_is_refused_on_the_master_too(
+    service: Any, key: str
+) -> None:
+    state_service, _ = service
+    with pytest.raises(ValueError, match="is not an id"):
+        await state_service.set_fields("guild_config", key, {"x": 1})
+    assert state_service.store.entries == {}
+
+
+async def test_a_change_whose_stamp_has_the_wrong_type_is_refused(service: Any) -> None:
+    state_service, handle = service
+    bad = msgspec.msgpack.encode({"lww": {"prefix": ["soon", 0, 1, "?"]}})
+    state_service.on_update(handle, update("guild_config", {"delta": bad}, guild_id=GUILD))
+    await asyncio.sleep(0.1)
+    [reply] = handle.connection.sent
+    assert isinstance(reply, ReplyError) and reply.code == "invalid"
+    assert "Expected `int`, got `str`" in reply.message
+    assert state_service.store.entries == {}

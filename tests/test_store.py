@@ -12,10 +12,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from protocol.merge import AddWinsSet, Clock, CounterMap, LwwMap
-from protocol.state import Entry
+from protocol.state import Entry, encode_state
 from sharder.store import SCHEMA_VERSION, StateStore, StoreError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -146,3 +147,35 @@ def test_every_acknowledged_change_survives_kill_9(tmp_path: Path) -> None:
     entry = store.get("member_activity", "7:8")
     assert entry is not None and counters(entry)["points"] >= acknowledged
     asyncio.run(store.close())
+
+
+async def test_rows_that_are_no_valid_entry_are_quarantined_on_open_not_fatal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "state.db"
+    store = StateStore(path)
+    store.open()
+    good = LwwMap()
+    good.set("prefix", "?", Clock(1).now())
+    await store.merge("guild_config", "12345", good)
+    await store.close()
+    with sqlite3.connect(path) as db:  # what an old version or a bad hand let in
+        rows = [
+            ("guild_config", "abc", 1, encode_state(good)),
+            ("guild_config", "-5", 1, encode_state(good)),
+            ("user_data", "1_000", 1, encode_state(good)),
+            ("guild_config", "777", 1, b"\xc1 not msgpack"),
+            ("guild_config", "778", 1, msgspec.msgpack.encode({"lww": {"x": ["1", 0, 1, 2]}})),
+        ]
+        db.executemany("INSERT INTO state VALUES (?, ?, ?, ?)", rows)
+    again = StateStore(path)
+    again.open()
+    try:
+        assert list(again.entries) == [("guild_config", "12345")]
+        for scope, key, *_ in rows:
+            assert f"state {scope} {key!r} is not a valid entry, quarantined" in caplog.text
+    finally:
+        await again.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0] == len(rows)
+        assert db.execute("SELECT COUNT(*) FROM state").fetchone()[0] == 1
