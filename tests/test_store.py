@@ -179,3 +179,50 @@ async def test_rows_that_are_no_valid_entry_are_quarantined_on_open_not_fatal(
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0] == len(rows)
         assert db.execute("SELECT COUNT(*) FROM state").fetchone()[0] == 1
+
+
+async def test_a_second_store_on_one_file_is_refused_naming_the_holder(tmp_path: Path) -> None:
+    first = StateStore(tmp_path / "state.db")
+    first.open()
+    try:
+        with pytest.raises(StoreError, match=rf"in use by another sharder \(pid {os.getpid()}\)"):
+            StateStore(tmp_path / "state.db").open()
+    finally:
+        await first.close()
+    again = StateStore(tmp_path / "state.db")  # the lock went with the first
+    again.open()
+    await again.close()
+
+
+async def test_a_failed_commit_leaves_memory_as_the_last_durable_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = StateStore(tmp_path / "state.db")
+    store.open()
+    try:
+        clock = Clock(1)
+        kept = LwwMap()
+        kept.set("prefix", "!", clock.now())
+        assert await store.merge("guild_config", "1", kept) == 1
+
+        def disk_full(rows: object) -> None:
+            raise sqlite3.OperationalError("database or disk is full")
+
+        monkeypatch.setattr(store, "_write", disk_full)
+        lost = LwwMap()
+        lost.set("prefix", "?", clock.now())
+        fresh = LwwMap()
+        fresh.set("name", "new", clock.now())
+        results = await asyncio.gather(
+            store.merge("guild_config", "1", lost),
+            store.merge("guild_config", "2", fresh),
+            return_exceptions=True,
+        )
+        assert all(isinstance(result, StoreError) for result in results), results
+        entry = store.get("guild_config", "1")
+        assert entry is not None and entry.version == 1 and entry.state.value() == {"prefix": "!"}
+        assert store.get("guild_config", "2") is None
+        monkeypatch.undo()
+        assert await store.merge("guild_config", "2", fresh) == 1  # and it carries on
+    finally:
+        await store.close()
