@@ -5,6 +5,8 @@ The audit hook stays installed in the test process once added; it acts only whil
 
 from __future__ import annotations
 
+import gc
+import logging
 import math
 import os
 import resource
@@ -38,6 +40,13 @@ def refused_actions(tmp_path: Path) -> dict[str, Callable[[], object]]:
         "look up a name": lambda: socket.getaddrinfo("localhost", 80),
         "start a process": lambda: subprocess.run(["true"], check=False),
         "run code": lambda: exec("1 + 1"),
+        "make a symlink": lambda: os.symlink(existing, tmp_path / "link"),
+        "make a hard link": lambda: os.link(existing, tmp_path / "hard"),
+        "remove a directory": lambda: os.rmdir(tmp_path),
+        "change an owner": lambda: os.chown(existing, -1, -1),
+        "touch a file": lambda: os.utime(existing),
+        "list every object": lambda: gc.get_objects(),
+        "find who refers to the sandbox": lambda: gc.get_referrers(Sandbox),
     }
 
 
@@ -51,12 +60,25 @@ def refused_actions(tmp_path: Path) -> dict[str, Callable[[], object]]:
         "look up a name",
         "start a process",
         "run code",
+        "make a symlink",
+        "make a hard link",
+        "remove a directory",
+        "change an owner",
+        "touch a file",
+        "list every object",
+        "find who refers to the sandbox",
     ],
 )
 def test_a_sealed_task_may_not(action: str, sandbox: Sandbox, tmp_path: Path) -> None:
     attempt = refused_actions(tmp_path)[action]
     with sandbox.sealed(), pytest.raises(PermissionError, match="a compute task may not use"):
         attempt()
+
+
+def test_a_sealed_task_may_still_log(sandbox: Sandbox, caplog: pytest.LogCaptureFixture) -> None:
+    with sandbox.sealed(), caplog.at_level(logging.INFO):
+        logging.getLogger("a bot task").info("computing")  # finds its caller through a frame
+    assert "computing" in caplog.text
 
 
 def test_outside_a_task_everything_is_allowed_again(sandbox: Sandbox, tmp_path: Path) -> None:

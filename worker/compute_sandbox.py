@@ -11,7 +11,14 @@
   needs: opening files, sockets and name lookups, starting processes, loading libraries,
   ``exec``. What a task is handed comes in its arguments; what it fetches (emoji images) is
   fetched before it is sealed, by this process's own code, from the configured CDN only. An
-  audit hook cannot be removed, so it stays installed and looks at a flag.
+  audit hook cannot be removed, so it stays installed and looks at a flag. The garbage
+  collector's object lists, the short way to that flag, are refused too.
+
+What it is: a guard against the bot's own task code doing by mistake what a computation never
+should, and against inputs steering it there. What it is not: a security boundary against code
+the bot author did not write. Audit hooks see only what CPython reports; native code and
+libraries already loaded are beyond them, and frames still lead to the flag (``sys._getframe``
+stays allowed: logging needs it). Hostile code must not run in a compute worker at all.
 """
 
 from __future__ import annotations
@@ -31,6 +38,14 @@ REFUSED_EVENTS = frozenset(
         "os.rename",
         "os.mkdir",
         "os.chmod",
+        "os.chown",
+        "os.chflags",
+        "os.link",
+        "os.symlink",
+        "os.rmdir",
+        "os.utime",
+        "os.setxattr",
+        "os.removexattr",
         "os.truncate",
         "shutil.rmtree",
         "socket.__new__",
@@ -50,6 +65,10 @@ REFUSED_EVENTS = frozenset(
         "os.killpg",
         "ctypes.dlopen",
         "exec",
+        # The short way to the sandbox's own flag:
+        "gc.get_objects",
+        "gc.get_referrers",
+        "gc.get_referents",
     }
 )
 
