@@ -94,6 +94,7 @@ class Control:
         return [
             web.get("/_sim/stats", self.get_stats),
             web.get("/_sim/world", self.get_world),
+            web.get("/_sim/guilds/{guild_id}", self.get_guild),
             web.get("/_sim/sessions", self.get_sessions),
             web.post("/_sim/messages", self.inject_message),
             web.get("/_sim/messages", self.list_messages),
@@ -124,6 +125,23 @@ class Control:
     async def get_stats(self, request: web.Request) -> web.Response:
         self.stats.sessions_active = self.gateway.sessions.connected()
         return json_response(self.stats.as_json())
+
+    async def get_guild(self, request: web.Request) -> web.Response:
+        """Who is in a guild and who may manage it: its owner, members and moderators."""
+        guild_id = self._path_int(request, "guild_id")
+        if not self.world.has_guild(guild_id):
+            raise BadRequest(404, f"no guild {guild_id}")
+        guild = self.world.guild(guild_id)
+        return json_response(
+            {
+                "id": guild.id,
+                "owner_id": guild.owner_id,
+                "member_ids": guild.member_ids,
+                "moderator_ids": [
+                    user for user in guild.member_ids[1:] if self.payloads.is_moderator(guild, user)
+                ],
+            }
+        )
 
     async def get_world(self, request: web.Request) -> web.Response:
         return json_response(

@@ -134,7 +134,9 @@ class PayloadFactory:
             "icon": None,
             "unicode_emoji": None,
             "position": position,
-            "permissions": str(EVERYONE_PERMISSIONS if is_everyone else ADMINISTRATOR),
+            # The first role after @everyone is the moderators' (administrators); the rest give
+            # nothing beyond @everyone, so some members may manage the guild and some may not.
+            "permissions": str(ADMINISTRATOR if position == 1 else EVERYONE_PERMISSIONS),
             "managed": False,
             "mentionable": False,
             "flags": 0,
@@ -169,10 +171,19 @@ class PayloadFactory:
             "available": True,
         }
 
-    def member(self, guild: Guild, user_id: int, *, with_user: bool = True) -> Payload:
-        # Members hold every role but @everyone in turn, so permissions differ across members.
+    def member_role(self, guild: Guild, user_id: int) -> int | None:
+        """Members hold every role but @everyone in turn, so permissions differ across members."""
         own_roles = guild.role_ids[1:]
-        roles = [str(own_roles[user_id % len(own_roles)])] if own_roles else []
+        return own_roles[user_id % len(own_roles)] if own_roles else None
+
+    def is_moderator(self, guild: Guild, user_id: int) -> bool:
+        """Holds the first role after @everyone, the one with Administrator."""
+        role = self.member_role(guild, user_id)
+        return role is not None and role == guild.role_ids[1]
+
+    def member(self, guild: Guild, user_id: int, *, with_user: bool = True) -> Payload:
+        role = self.member_role(guild, user_id)
+        roles = [str(role)] if role is not None else []
         member: Payload = {
             "nick": None,
             "avatar": None,

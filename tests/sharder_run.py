@@ -117,12 +117,17 @@ class RunningSharder:
             token="",
         )
 
-    async def say(self, content: str, guild_id: int | None = None) -> dict[str, Any]:
-        """Inject a user's message; returns ``{"id", "guild_id", "channel_id"}``."""
+    async def say(
+        self, content: str, guild_id: int | None = None, author_id: int | None = None
+    ) -> dict[str, Any]:
+        """Inject a user's message (from ``author_id``, else a member drawn at random);
+        returns ``{"id", "guild_id", "channel_id", "author_id"}``."""
         sim = await self.simulator()
         body: dict[str, Any] = {"content": content}
         if guild_id is not None:
             body["guild_id"] = guild_id
+        if author_id is not None:
+            body["author_id"] = author_id
         injected: dict[str, Any] = await call_control(sim.control_url, "POST", "/messages", body)
         return injected
 
@@ -161,9 +166,19 @@ class RunningSharder:
             return await response.read()
 
     async def ask(
-        self, content: str, guild_id: int | None = None, timeout: float = REPLY_TIMEOUT
+        self,
+        content: str,
+        guild_id: int | None = None,
+        timeout: float = REPLY_TIMEOUT,
+        author_id: int | None = None,
     ) -> str:
-        return await self.reply_to(await self.say(content, guild_id), timeout)
+        return await self.reply_to(await self.say(content, guild_id, author_id), timeout)
+
+    async def guild(self, guild_id: int) -> dict[str, Any]:
+        """The simulator's ``owner_id``, ``member_ids`` and ``moderator_ids`` of a guild."""
+        sim = await self.simulator()
+        facts: dict[str, Any] = await call_control(sim.control_url, "GET", f"/guilds/{guild_id}")
+        return facts
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

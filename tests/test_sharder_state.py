@@ -46,7 +46,8 @@ async def test_a_prefix_set_on_the_master_is_used_by_the_next_command() -> None:
         answered = {(r["message_reference"] or {}).get("message_id") for r in replies}
         assert str(old["id"]) not in answered, "the old prefix was still answered"
         # And back through the bot's own command, a write from the worker.
-        assert await run.ask("?prefix >>", guild) == "the prefix is now >>"
+        owner = (await run.guild(guild))["owner_id"]
+        assert await run.ask("?prefix >>", guild, author_id=owner) == "the prefix is now >>"
         assert await master_value(run, "guild_config", str(guild)) == {"prefix": ">>"}
         shown = await asyncio.to_thread(
             run_cli, "state", "get", "guild_config", str(guild), cwd=run.directory
@@ -136,7 +137,8 @@ async def test_the_reference_bots_state_commands_across_workers() -> None:
         # Cross-guild user data: the note is read on the other worker, in another guild.
         writer = away["author_id"]
         assert await run.ask(f"!note {writer}", second) == f"{writer} is away: at lunch"
-        assert await run.ask("!grant 123 kick", first) == "granted kick to 123"
+        owner = (await run.guild(first))["owner_id"]
+        assert await run.ask("!grant 123 kick", first, author_id=owner) == "granted kick to 123"
         assert await run.ask("!grant", first) == "grants: 123:kick"
         ranking = await run.ask("!top", first)
         assert ranking.startswith("top: ") and f"{writer} (" in ranking
@@ -165,3 +167,24 @@ async def test_a_presence_seen_by_one_shard_is_asked_for_from_another_worker() -
             await asyncio.sleep(0.05)
         else:
             raise AssertionError("worker 1 never got the presence from worker 0")
+
+
+async def test_only_members_who_may_manage_the_server_change_its_prefix_or_grants() -> None:
+    async with running_sharder(shards=SHARDS, workers=2, guilds=8) as run:
+        await run.wait_ready()
+        guild = (await guilds(run))[0]
+        facts = await run.guild(guild)
+        owner, moderators = facts["owner_id"], facts["moderator_ids"]
+        member = next(
+            user for user in facts["member_ids"][1:] if user != owner and user not in moderators
+        )
+        moderator = next(user for user in moderators if user != owner)
+        refused = "only members who may manage this server can change its prefix"
+        assert await run.ask("!prefix ?", guild, author_id=member) == refused
+        assert await run.ask("!prefix", guild, author_id=member) == "the prefix here is !"
+        assert await run.ask("!grant 1 ban", guild, author_id=member) == (
+            "only members who may manage this server can change its grant"
+        )
+        assert await master_value(run, "guild_config", str(guild)) is None
+        assert await run.ask("!prefix ?", guild, author_id=moderator) == "the prefix is now ?"
+        assert await run.ask("?grant 1 ban", guild, author_id=owner) == "granted ban to 1"

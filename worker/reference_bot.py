@@ -6,6 +6,7 @@
 - ``!where <guild id>`` asks the shard that owns the guild (``ctx.request``, possibly in another
   worker) to say where it runs.
 - ``!prefix [new]`` shows or sets the guild's command prefix (shared state, guild config).
+  Setting it, like adding a grant, takes the Manage Server permission (or the owner's).
 - ``!points`` / ``!top`` show how many messages the author / the guild's most active members
   have written (shared state, member activity, counted from every message the bot sees).
 - ``!grant <role or user id> <permission>`` (or no arguments: list) keeps permission grants
@@ -28,6 +29,8 @@ import hikari
 from worker.context import Invocation, RequestError, ShardContext
 from worker.state import StateError
 
+# With arguments, these change the guild for everyone: Manage Server only.
+GUILD_CHANGING = frozenset({"prefix", "grant"})
 DEFAULT_PREFIX = "!"
 MAX_PREFIX = 5
 MAX_SHOWN_DIGITS = 1_900
@@ -81,6 +84,8 @@ def setup(bot: hikari.GatewayBot, ctx: ShardContext) -> None:
             answer = await stats_text(ctx)
         elif command == "where":
             answer = await where_text(ctx, argument.strip())
+        elif command in GUILD_CHANGING and argument.strip() and not may_manage(bot.cache, event):
+            answer = f"only members who may manage this server can change its {command}"
         elif command == "prefix":
             answer = await prefix_text(ctx, guild_id, argument.strip(), prefix)
         elif command == "points":
@@ -136,6 +141,25 @@ async def stats_text(ctx: ShardContext) -> str:
     if failed:
         text += f" (no answer from shards {', '.join(map(str, failed))})"
     return text
+
+
+def may_manage(cache: hikari.api.Cache, event: hikari.GuildMessageCreateEvent) -> bool:
+    """Whether the author owns the guild or holds Manage Server (or Administrator) through
+    @everyone and their roles, as the shard's cache knows them."""
+    guild = cache.get_guild(event.guild_id)
+    if guild is None:
+        return False
+    if guild.owner_id == event.author_id:
+        return True
+    member = cache.get_member(event.guild_id, event.author_id)
+    if member is None:
+        return False
+    permissions = hikari.Permissions.NONE
+    everyone = cache.get_role(event.guild_id)  # @everyone's id is the guild's
+    for role in [everyone, *member.get_roles()]:
+        if role is not None:
+            permissions |= role.permissions
+    return bool(permissions & (hikari.Permissions.ADMINISTRATOR | hikari.Permissions.MANAGE_GUILD))
 
 
 async def prefix_text(ctx: ShardContext, guild_id: int, new: str, current: str) -> str:
