@@ -37,6 +37,9 @@ from sharder.workers import WorkerHandle
 log = logging.getLogger("sharder.state")
 
 MAX_DELTA = 64 * 1024  # bytes of one change; more is refused
+# A guild's state goes in GUILD_SYNCs of about this much, far under the frame cap, whatever the
+# guild's size (200,000 members with counters would fill 16 MiB in one).
+SYNC_CHUNK_BYTES = 1024 * 1024
 MASTER_ORIGIN = 0
 
 
@@ -57,15 +60,23 @@ class StateService:
 
     def on_sync(self, handle: WorkerHandle, request: StateSync) -> None:
         """Send the worker everything its shards hold, then answer the request."""
-        per_guild: defaultdict[int, dict[str, Any]] = defaultdict(dict)
+        per_guild: defaultdict[int, list[GuildSync]] = defaultdict(list)
+        sizes: dict[int, int] = {}
         for (scope, key), entry in self.store.entries.items():
             guild_id = guild_of(scope, key)
-            if guild_id is not None and self.table.owner_of_guild(guild_id) == handle.id:
-                per_guild[guild_id][f"{scope}:{key}"] = [entry.version, encode_state(entry.state)]
-        messages: list[Any] = [
-            GuildSync(guild_id=guild_id, version=max(v for v, _ in state.values()), state=state)
-            for guild_id, state in per_guild.items()
-        ]
+            if guild_id is None or self.table.owner_of_guild(guild_id) != handle.id:
+                continue
+            data = encode_state(entry.state)
+            chunks = per_guild[guild_id]
+            size = len(data) + len(key) + 32  # the key, scope, version and msgpack's framing
+            if not chunks or sizes[guild_id] + size > SYNC_CHUNK_BYTES:
+                chunks.append(GuildSync(guild_id=guild_id, version=0, state={}))
+                sizes[guild_id] = 0
+            chunk = chunks[-1]
+            chunk.state[f"{scope}:{key}"] = [entry.version, data]
+            chunk.version = max(chunk.version, entry.version)
+            sizes[guild_id] += size
+        messages: list[Any] = [chunk for chunks in per_guild.values() for chunk in chunks]
         messages.append(ReplyOk(nonce=request.nonce, payload={"guilds": len(per_guild)}))
         self._send(handle, messages)
 

@@ -9,10 +9,19 @@ from typing import Any
 import msgspec
 import pytest
 
-from protocol import RoutingTable
+from protocol import FrameEncoder, RoutingTable
 from protocol.merge import CounterMap, LwwMap, Stamp
-from protocol.messages import ReplyError, ReplyOk, StateChanged, StateUpdate, deadline_in
+from protocol.messages import (
+    GuildSync,
+    ReplyError,
+    ReplyOk,
+    StateChanged,
+    StateSync,
+    StateUpdate,
+    deadline_in,
+)
 from protocol.state import encode_state
+from sharder import state_service as state_service_module
 from sharder.state_service import MAX_DELTA, StateService
 from sharder.store import StateStore
 from sharder.workers import WorkerHandle
@@ -112,3 +121,22 @@ async def test_a_change_whose_stamp_has_the_wrong_type_is_refused(service: Any) 
     assert isinstance(reply, ReplyError) and reply.code == "invalid"
     assert "Expected `int`, got `str`" in reply.message
     assert state_service.store.entries == {}
+
+
+async def test_a_guild_too_big_for_one_frame_is_synced_in_chunks_under_the_budget(
+    service: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state_service, handle = service
+    monkeypatch.setattr(state_service_module, "SYNC_CHUNK_BYTES", 4096)
+    members = 400
+    for user in range(1, members + 1):
+        counter = CounterMap()
+        counter.report("messages", 1, user, 0)
+        await state_service.store.merge("member_activity", f"{GUILD}:{user}", counter)
+    state_service.on_sync(handle, StateSync(nonce=7, deadline=deadline_in(5)))
+    *chunks, answer = handle.connection.sent
+    assert isinstance(answer, ReplyOk) and answer.payload == {"guilds": 1}
+    assert len(chunks) > 1 and all(isinstance(chunk, GuildSync) for chunk in chunks)
+    assert all(len(FrameEncoder().encode(chunk)) <= 4096 + 256 for chunk in chunks)
+    synced = {key for chunk in chunks for key in chunk.state}
+    assert synced == {f"member_activity:{GUILD}:{user}" for user in range(1, members + 1)}
