@@ -21,12 +21,22 @@ import typing
 from collections import deque
 from collections.abc import Callable, Iterable
 
-from protocol.errors import ConnectionClosed, HandshakeFailed, ProtocolError, VersionMismatch
+from protocol.errors import (
+    ConnectionClosed,
+    HandshakeFailed,
+    PeerStalled,
+    ProtocolError,
+    VersionMismatch,
+)
 from protocol.framing import DEFAULT_FRAME_CAP, Frame, FrameDecoder, FrameEncoder
 from protocol.messages import AnyMessage, Hello, Message
 
 DEFAULT_WRITE_BUFFER_LIMIT = 1024 * 1024
 DEFAULT_INBOX_LIMIT = 4096
+# Past this many write-buffer limits waiting for it, a peer has stopped reading, and the link is
+# ended: senders that honour ``writable`` never get there, but fan-outs (state pushes to every
+# worker) and replies are written regardless, and would otherwise grow the buffer for good.
+STALLED_AFTER = 64
 DEFAULT_HELLO_TIMEOUT = 10.0
 
 # Called with the connection, the messages that arrived and, for each, its frame as received.
@@ -152,10 +162,12 @@ class Connection(asyncio.Protocol):
     def send_batch_nowait(self, messages: Iterable[Message]) -> None:
         """Write now, even over the buffer limit: the caller must honour ``writable``."""
         self._require_open().write(self._encoder.encode_batch(messages))
+        self._end_if_stalled()
 
     def forward_nowait(self, frames: list[Frame]) -> None:
         """Write frames received on another connection as they are, like ``send_batch_nowait``."""
         self._require_open().writelines(frames)
+        self._end_if_stalled()
 
     def send_soon(self, message: Message) -> None:
         """Queue a frame; everything queued in this turn of the event loop goes in one write.
@@ -316,6 +328,14 @@ class Connection(asyncio.Protocol):
         queued, self._queued = self._queued, []
         if queued and self._error is None and self._transport is not None:
             self._transport.writelines(queued)
+            self._end_if_stalled()
+
+    def _end_if_stalled(self) -> None:
+        transport = self._transport
+        limit = self._write_buffer_limit * STALLED_AFTER
+        if transport is not None and transport.get_write_buffer_size() > limit:
+            self._set_error(PeerStalled(transport.get_write_buffer_size(), limit))
+            transport.abort()
 
     def _require_open(self) -> asyncio.Transport:
         if self._error is not None:

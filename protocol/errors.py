@@ -80,3 +80,13 @@ class HandshakeFailed(ProtocolError):
 
 class ConnectionClosed(ProtocolError):
     """The connection is closed: cleanly by the peer, by us, or after an earlier error."""
+
+
+class PeerStalled(ProtocolError):
+    """The peer stopped reading: more bytes wait to be written to it than a link may hold."""
+
+    def __init__(self, waiting: int, limit: int) -> None:
+        super().__init__(
+            f"the peer stopped reading: {waiting:,} bytes wait to be written to it, "
+            f"more than the {limit:,} a link may hold"
+        )

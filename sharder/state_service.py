@@ -11,6 +11,7 @@ pushed to every worker, which applies it if it holds that user.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Mapping
@@ -18,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from protocol import RoutingTable
+from protocol import ProtocolError, RoutingTable
 from protocol.merge import Clock, LwwMap
 from protocol.messages import (
     GuildSync,
@@ -78,7 +79,21 @@ class StateService:
             sizes[guild_id] += size
         messages: list[Any] = [chunk for chunks in per_guild.values() for chunk in chunks]
         messages.append(ReplyOk(nonce=request.nonce, payload={"guilds": len(per_guild)}))
-        self._send(handle, messages)
+        task = asyncio.get_running_loop().create_task(self._send_paced(handle, messages))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _send_paced(handle: WorkerHandle, messages: list[Any]) -> None:
+        """Send as fast as the worker reads: a large state is more than a link may hold."""
+        connection = handle.connection
+        for message in messages:
+            if connection is not None and connection.is_open and not connection.writable:
+                with contextlib.suppress(ProtocolError):
+                    await connection.wait_writable()
+            if connection is None or not connection.is_open:
+                return  # gone: its next process asks again
+            connection.send_soon(message)
 
     def on_fetch(self, handle: WorkerHandle, request: StateFetch) -> None:
         """A user's entry, as the store has it now."""

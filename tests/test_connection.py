@@ -17,6 +17,7 @@ from protocol import (
     Frame,
     FrameEncoder,
     HandshakeFailed,
+    PeerStalled,
     ProtocolError,
     TruncatedFrame,
     VersionMismatch,
@@ -239,3 +240,23 @@ async def test_send_soon_on_a_closed_connection_raises_and_close_flushes_what_wa
         assert await worker.recv() == command(1)
     with pytest.raises(ConnectionClosed):
         master.send_soon(command(2))
+
+
+async def test_a_peer_that_stops_reading_ends_the_link_once_its_backlog_passes_the_bound() -> None:
+    limit = 64 * 1024
+    sender, stalled = await pair(write_buffer_limit=limit)
+    try:
+        stalled.pause_reading()  # a hung worker: nothing it is sent is read any more
+        payload = b"x" * 1024
+        for nonce in range(1, 20_000):  # 20 MiB, far past 64 write-buffer limits of 64 KiB
+            if not sender.is_open:
+                break
+            sender.send_soon(ReplyOk(nonce=nonce, payload=payload))  # a fan-out: no wait
+            if nonce % 100 == 0:
+                await asyncio.sleep(0)
+        assert isinstance(sender.error, PeerStalled), sender.error
+        assert "the peer stopped reading" in str(sender.error)
+        await asyncio.wait_for(sender.wait_closed(), 5)
+    finally:
+        sender.close()
+        stalled.close()
