@@ -27,6 +27,7 @@ from simulator.world import Emoji, World
 from tests.simulation import running_simulator
 from worker import compute_emoji
 from worker.compute_emoji import (
+    MAX_OUTPUT_PIXELS,
     EmojiError,
     EmojiFetcher,
     EmojiRef,
@@ -504,3 +505,17 @@ def test_a_sandbox_refusal_is_not_disguised_as_a_bad_image(monkeypatch: pytest.M
     monkeypatch.setattr(Image, "open", refused)
     with pytest.raises(PermissionError):
         compose([square(16, (9, 9, 9))])
+
+
+def test_a_wide_animation_gets_fewer_frames_within_the_output_budget() -> None:
+    # 100 frames that scale to 4,096 x 128: 52 M pixels to compose and encode, 3 s of CPU.
+    frames = [Image.new("RGBA", (1024, 32), (n * 2, 255 - n, n, 255)) for n in range(100)]
+    buffer = io.BytesIO()
+    durations = [20 + n for n in range(100)]
+    frames[0].save(
+        buffer, "GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0
+    )
+    image = compose([buffer.getvalue()], HEIGHT)
+    assert (image.width, image.height) == (4096, HEIGHT)
+    assert 1 < image.frames <= MAX_OUTPUT_PIXELS // (4096 * HEIGHT)
+    assert len(frames_of(image.data)) == image.frames
