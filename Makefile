@@ -34,6 +34,7 @@ bench: install
 	$(BIN)/python scripts/bench_compute.py
 	$(BIN)/python scripts/bench_rest.py
 	$(BIN)/python scripts/bench_scale.py
+	$(BIN)/python scripts/bench_hostile.py
 
 lint: install
 	$(BIN)/ruff check .

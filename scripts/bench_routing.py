@@ -182,14 +182,20 @@ def stop_master(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def launch_master(directory: Path) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sharder", "start", "--simulate", "--no-status",
-         "--config", "sharder.toml"],
-        cwd=directory,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        start_new_session=True,
-    )  # fmt: skip
+def launch_master(directory: Path, log: Path | None = None) -> subprocess.Popen[bytes]:
+    """``python -m sharder start --simulate`` in ``directory``; its output in ``log`` if given
+    (where it would otherwise land in the middle of a table)."""
+    with contextlib.ExitStack() as files:
+        output = files.enter_context(log.open("wb")) if log is not None else None
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sharder", "start", "--simulate", "--no-status",
+             "--config", "sharder.toml"],
+            cwd=directory,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=output,
+            stderr=subprocess.STDOUT if output is not None else None,
+            start_new_session=True,
+        )  # fmt: skip
     # Its own session keeps it from our Ctrl-C; a benchmark stopped by SIGTERM (a timeout)
     # would otherwise leave it running.
     LAUNCHED.append(process)
