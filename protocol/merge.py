@@ -114,3 +114,22 @@ class AddWinsSet:
 
     def value(self) -> set[str]:
         return {element for element, tags in self.added.items() if tags - self.removed}
+
+    def collect_tombstones(self) -> None:
+        """Forget removed additions together with their removals: the set as if they had never
+        been added, its value unchanged.
+
+        Safe only where a removed addition cannot arrive again: the master's store, where an
+        addition is merged before any removal of it (a worker removes only additions the
+        master sent it) and no change is delivered twice, and where workers take whole states,
+        never merge them. Anywhere else a tombstone is what stops a late copy of an addition.
+        """
+        if not self.removed:
+            return
+        for element in list(self.added):
+            live = self.added[element] - self.removed
+            if live:
+                self.added[element] = live
+            else:
+                del self.added[element]
+        self.removed.clear()

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import msgspec
 
+from protocol.merge import AddWinsSet
 from protocol.state import KINDS, Entry, MergeState, check_key, decode_state, encode_state
 
 log = logging.getLogger("sharder.store")
@@ -173,6 +174,8 @@ class StateStore:
         if entry is None:
             entry = self.entries[scope, key] = Entry(0, kind())
         entry.state.merge(change)  # type: ignore[arg-type]
+        if isinstance(entry.state, AddWinsSet):
+            entry.state.collect_tombstones()  # grants revoked and regranted would grow for good
         entry.version += 1
         self._dirty[scope, key] = entry
         durable: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -202,3 +202,18 @@ def test_the_clock_stays_ahead_of_what_it_has_seen() -> None:
     readings = [clock.now() for _ in range(100)]
     assert readings[0] > far_ahead
     assert all(later > earlier for earlier, later in itertools.pairwise(readings))
+
+
+def test_collecting_tombstones_keeps_the_value_and_a_concurrent_addition() -> None:
+    seen, concurrent = Stamp(1, 0, 1), Stamp(2, 0, 2)
+    state = AddWinsSet()
+    state.add("123:kick", seen)
+    state.add("123:kick", concurrent)  # another worker's grant, unseen by the revoker
+    state.add("456:ban", Stamp(3, 0, 1))
+    revoke = AddWinsSet()
+    revoke.removed = {seen, Stamp(3, 0, 1)}
+    state.merge(revoke)
+    before = state.value()
+    state.collect_tombstones()
+    assert state.value() == before == {"123:kick"}
+    assert state.added == {"123:kick": {concurrent}} and state.removed == set()

@@ -226,3 +226,29 @@ async def test_a_failed_commit_leaves_memory_as_the_last_durable_state(
         assert await store.merge("guild_config", "2", fresh) == 1  # and it carries on
     finally:
         await store.close()
+
+
+async def test_revoked_grants_leave_no_tombstones_in_the_store(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.db")
+    store.open()
+    try:
+        clock = Clock(1)
+        for _ in range(200):  # granted and revoked again and again, as a busy bot does
+            grant = AddWinsSet()
+            grant.add("123:kick", clock.now())
+            await store.merge("permissions", "42", grant)
+            entry = store.get("permissions", "42")
+            assert entry is not None and isinstance(entry.state, AddWinsSet)
+            revoke = AddWinsSet()
+            revoke.removed = set(entry.state.added["123:kick"])
+            await store.merge("permissions", "42", revoke)
+        entry = store.get("permissions", "42")
+        assert entry is not None and isinstance(entry.state, AddWinsSet)
+        assert entry.state.value() == set() and entry.state.removed == set()
+        assert entry.state.added == {}
+        kept = AddWinsSet()
+        kept.add("123:ban", clock.now())
+        await store.merge("permissions", "42", kept)
+        assert entry.state.value() == {"123:ban"}
+    finally:
+        await store.close()
