@@ -30,14 +30,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import secrets
 import shutil
 import statistics
+import struct
 import sys
 import tempfile
 import threading
 import time
+import tracemalloc
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +49,7 @@ from types import TracebackType
 from typing import Any
 
 import aiohttp
+import msgspec
 import psutil
 import uvloop
 import yarl
@@ -52,12 +57,16 @@ import yarl
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from protocol.deadlines import DeadlineWheel  # noqa: E402
+from protocol.framing import FrameDecoder  # noqa: E402
+from protocol.messages import deadline_in  # noqa: E402
 from scripts.bench_routing import (  # noqa: E402
     launch_master,
     stop_master,
     wait_ready,
 )
 from sharder.control import call  # noqa: E402
+from sharder.rest_limits import RestLimits  # noqa: E402
 
 CONFIG = """
 log_level = "WARNING"
@@ -97,6 +106,8 @@ STATE_KEYS = (
     ("user_data", "1" * 65),
 )
 SETTLE_TIMEOUT = 15.0
+TOKEN_MARKER = "bench-hostile-token-that-must-stay-in-the-master"
+ONE_TIME_TOKENS = 100_000  # interaction callbacks, each with a token of its own
 BUSY = "refused busy (queue full)"
 WIDTHS = (27, 40, 70, 9, 8)
 MIB = 2**20
@@ -201,10 +212,11 @@ class Simulator:
         self.http = http
         self.control_url = control_url
 
-    async def say(self, content: str) -> dict[str, Any]:
-        """A message from a member drawn at random, in a guild and channel drawn at random."""
+    async def say(self, content: str, **where: int) -> dict[str, Any]:
+        """A message from a member drawn at random, in a guild and channel drawn at random,
+        unless ``where`` names the ``guild_id`` or ``author_id``."""
         async with self.http.post(
-            f"{self.control_url}/messages", json={"content": content}
+            f"{self.control_url}/messages", json={"content": content, **where}
         ) as response:
             response.raise_for_status()
             injected: dict[str, Any] = await response.json()
@@ -222,10 +234,18 @@ class Simulator:
             if (message["message_reference"] or {}).get("message_id") is not None
         }
 
-    async def ask(self, content: str, timeout: float) -> tuple[str | None, float]:
+    async def guild(self) -> dict[str, Any]:
+        """A guild of the world: its ``id``, ``owner_id``, ``member_ids`` and ``moderator_ids``."""
+        async with self.http.get(f"{self.control_url}/world") as response:
+            guild_id = (await response.json())["guild_ids"][0]
+        async with self.http.get(f"{self.control_url}/guilds/{guild_id}") as response:
+            facts: dict[str, Any] = await response.json()
+            return facts
+
+    async def ask(self, content: str, timeout: float, **where: int) -> tuple[str | None, float]:
         """The bot's reply to ``content`` (None if none came within ``timeout``) and the ms from
-        the message to the reply."""
-        injected = await self.say(content)
+        the message to the reply; ``where``: its ``guild_id`` and ``author_id``."""
+        injected = await self.say(content, **where)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             found = await self.replies(injected["id"], injected["channel_id"])
@@ -382,6 +402,87 @@ async def control_inputs(
     print(f"  !ping after the control socket inputs: {pong or 'NO REPLY'} ({ms:,.0f} ms)")
 
 
+async def member_inputs(simulator: Simulator, findings: Findings) -> None:
+    kind = "reference bot (member)"
+    guild = await simulator.guild()
+    member = next(
+        user
+        for user in guild["member_ids"][1:]
+        if user != guild["owner_id"] and user not in guild["moderator_ids"]
+    )
+    for content in ("!prefix ?", "!grant 1 ban"):
+        answer, ms = await simulator.ask(
+            content, REPLY_TIMEOUT, guild_id=guild["id"], author_id=member
+        )
+        if answer is None or not answer.startswith("only members who may manage"):
+            findings.problems.append(f"{content} by a plain member: {answer}")
+        findings.print_row(Row(kind, f"{content} (no Manage Server)", answer or "none", ms, 0.0))
+
+
+def secret_inputs(status: dict[str, Any], findings: Findings) -> None:
+    kind = "secrets (compute input)"
+    children = [("compute", worker["pid"]) for worker in status["compute"]]
+    children.append(("rest_gate", status["rest_gate"]["pid"]))
+    for role, pid in children:
+        started = time.perf_counter()
+        environment = psutil.Process(pid).environ()
+        ms = (time.perf_counter() - started) * 1000
+        leaked = TOKEN_MARKER in environment.values()
+        if leaked:
+            findings.problems.append(f"{role} {pid} has the bot token in its environment")
+        answer = "the token IS in its environment" if leaked else "no token in its environment"
+        findings.print_row(Row(kind, f"{role} pid {pid}: read its environment", answer, ms, 0.0))
+
+
+def in_process(kind: str, shown: str, attempt: Any, findings: Findings) -> None:
+    """``attempt()`` timed, with the peak of Python's allocations while it ran."""
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        answer = str(attempt())
+    except Exception as error:
+        answer = f"{type(error).__name__}: {error}"
+    ms = (time.perf_counter() - started) * 1000
+    peak = tracemalloc.get_traced_memory()[1] / MIB
+    tracemalloc.stop()
+    findings.print_row(Row(kind, shown, answer, ms, peak))
+
+
+def one_time_tokens() -> str:
+    """What the REST gate keeps after the bot answers 100,000 interactions, once swept."""
+
+    async def answer_all() -> str:
+        limits = RestLimits(1_000_000, margin=0.0)
+        for n in range(ONE_TIME_TOKENS):
+            admission = await limits.admit(0, "POST", f"/interactions/{n + 1}/tok{n}/callback")
+            limits.settle(admission, 204, {"X-RateLimit-Limit": "1", "X-RateLimit-Remaining": "0",
+                                           "X-RateLimit-Reset-After": "0.001"})  # fmt: skip
+        await asyncio.sleep(0.01)
+        limits.sweep(time.monotonic())
+        return f"{limits.bucket_count} buckets and {len(limits.routes)} routes kept"
+
+    return asyncio.run(answer_all())
+
+
+def code_inputs(findings: Findings) -> None:
+    """Bot code and the bot's own traffic, in this process: what the wire and the gate's tables
+    do with them."""
+    nested = b"\x91" * 100_000 + b"\x01"  # a payload 100,000 arrays deep: 100 KB
+    frame = msgspec.msgpack.encode(
+        {"kind": "COMMAND_EXEC", "nonce": 1, "deadline": 5.0, "guild_id": 1, "name": "x",
+         "payload": msgspec.Raw(nested)}
+    )  # fmt: skip
+    framed = struct.pack(">II", len(frame), zlib.crc32(frame)) + frame
+    wheel: DeadlineWheel[int] = DeadlineWheel(lambda key: None)
+    kind = "bot code (wire, deadlines)"
+    in_process(kind, "ctx.request(..., timeout=math.inf)", lambda: deadline_in(math.inf), findings)
+    in_process(kind, "a deadline of NaN into the wheel", lambda: wheel.add(1, math.nan), findings)
+    in_process(kind, "a frame nested 100,000 deep", lambda: list(FrameDecoder().feed(framed)),
+               findings)  # fmt: skip
+    in_process("REST gate (bot traffic)", "100,000 interactions, a token each",
+               one_time_tokens, findings)  # fmt: skip
+
+
 async def burst(simulator: Simulator, socket: Path, findings: Findings) -> None:
     expressions = [expression for _, expression in MATH_INPUTS] + [BURST_EXTRA]
     contents = [f"!math {expressions[n % len(expressions)]}" for n in range(BURST)]
@@ -480,6 +581,8 @@ async def run(directory: Path, findings: Findings) -> None:
             await math_inputs(simulator, socket, findings)
             await gate_inputs(http, socket, findings)
             await control_inputs(simulator, socket, master, findings)
+            await member_inputs(simulator, findings)
+            secret_inputs(await status_of(socket), findings)
             print(f"100 hostile !math ({BURST_LANES} injections in flight):")
             await burst(simulator, socket, findings)
         with contextlib.suppress(psutil.Error):
@@ -506,9 +609,12 @@ def main() -> int:
     (directory / "sharder.toml").write_text(CONFIG)
     findings = Findings()
     print(f"bench_hostile: {os.cpu_count()} cores, 4 shards on 2 workers, 2 compute workers")
+    # As an operator sets it: the master must keep it from every child but the shard workers.
+    os.environ["DISCORD_TOKEN"] = TOKEN_MARKER
     try:
         uvloop.run(run(directory, findings))
         print_log(directory)
+        code_inputs(findings)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     worst = max(findings.rows, key=lambda row: row.mib)

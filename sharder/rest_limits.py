@@ -40,7 +40,8 @@ INVALID_STATUSES = frozenset({401, 403, 429})
 BAN_WINDOW = 600.0  # Discord counts invalid requests over ten minutes
 # Every table is bounded: route templates (ids, tokens and emoji as placeholders) up to this
 # many, the rest counted together; buckets and pauses dropped once idle and past their window
-# (a bucket per interaction token would otherwise stay for good), swept this often.
+# (a bucket per interaction token would otherwise stay for good), swept this often, or as soon
+# as their number has doubled since the last sweep (a burst of interactions).
 MAX_ROUTES = 200
 OTHER_ROUTES = "other routes"
 SWEEP_INTERVAL = 10.0
@@ -165,6 +166,7 @@ class RestLimits:
         self._turns: deque[int] = deque()  # workers waiting for a global slot, in turn
         self._wakeup: asyncio.TimerHandle | None = None
         self._swept_at = time.monotonic()
+        self._swept_size = 0  # buckets left by the last sweep
 
     @property
     def bucket_count(self) -> int:
@@ -183,8 +185,11 @@ class RestLimits:
                 f"{invalid} invalid requests (401, 403, 429) in the last 10 minutes; Discord bans "
                 f"at {self.invalid_limit}: the gate refuses requests until the count falls"
             )
-        if now - self._swept_at >= SWEEP_INTERVAL:
-            self._sweep(now)
+        if (
+            now - self._swept_at >= SWEEP_INTERVAL
+            or len(self._buckets) > 2 * self._swept_size + MAX_ROUTES
+        ):
+            self.sweep(now)
         bucket = self._bucket(route)
         bucket.waiting += 1
         try:
@@ -265,12 +270,14 @@ class RestLimits:
             bucket = self._buckets[key] = Bucket()
         return bucket
 
-    def _sweep(self, now: float) -> None:
+    def sweep(self, now: float) -> None:
+        """Drop idle buckets past their window and ended pauses (``admit`` does it now and then)."""
         self._swept_at = now
         for idle in [key for key, bucket in self._buckets.items() if bucket.idle(now)]:
             del self._buckets[idle]
         for over in [name for name, until in self._paused.items() if until <= now]:
             del self._paused[over]
+        self._swept_size = len(self._buckets)
 
     def _learn_bucket_id(self, route: Route, bucket_id: str) -> None:
         if self._bucket_ids.get(route.name) == bucket_id:
