@@ -670,7 +670,7 @@ class Supervisor:
         stalled = liveness.stalled_for(now)
         if stalled >= supervisor.loop_stall_timeout:
             return f"hung: its event loop has not turned for {stalled:.0f} s"
-        busy = stalled >= supervisor.heartbeat_interval
+        busy = handle.busy_for(supervisor.heartbeat_interval) is not None
         if busy != handle.seen_busy:
             handle.seen_busy = busy
             if busy:

@@ -81,6 +81,14 @@ class ChildHandle:
         """Whether missed heartbeats count against it now."""
         return True
 
+    def busy_for(self, busy_after: float) -> float | None:
+        """Seconds its loop has not turned, if ``busy_after`` or more while it serves (never,
+        for a child without liveness stamps)."""
+        if self.liveness is None or self.state not in SERVING_STATES:
+            return None
+        stalled = self.liveness.stalled_for(time.monotonic())
+        return stalled if stalled >= busy_after else None
+
     def record_ping(self, nonce: int, sent_at: float) -> None:
         self.unacked_heartbeats += 1
         self._pings[nonce] = sent_at
@@ -191,11 +199,10 @@ class WorkerHandle(ChildHandle):
     """A shard worker: its shards, their health, and the sessions a next process resumes."""
 
     kind = "worker"
+    liveness: Liveness  # always: its loop may be busy for seconds, which is not hung
 
     def __init__(self, worker_id: int, shard_ids: list[int], first_backoff: float) -> None:
-        # Its loop may be busy for seconds (guild loads, bot code): a busy loop is not hung.
-        self.liveness: Liveness = Liveness()
-        super().__init__(worker_id, first_backoff, self.liveness)
+        super().__init__(worker_id, first_backoff, Liveness())
         self.shard_ids = shard_ids
         self.shards: dict[int, ShardHealth] = {
             shard_id: ShardHealth(shard_id=shard_id, state="down") for shard_id in shard_ids
@@ -282,13 +289,6 @@ class WorkerHandle(ChildHandle):
         self.events_rate = 0.0
         for shard_id in self.shard_ids:
             self.shards[shard_id] = ShardHealth(shard_id=shard_id, state="down")
-
-    def busy_for(self, busy_after: float) -> float | None:
-        """Seconds its loop has not turned, if ``busy_after`` or more while it serves."""
-        if self.state not in SERVING_STATES:
-            return None
-        stalled = self.liveness.stalled_for(time.monotonic())
-        return stalled if stalled >= busy_after else None
 
     def worker_status(self, busy_after: float) -> WorkerStatus:
         """``busy_after``: how long its loop must not have turned for it to show busy."""

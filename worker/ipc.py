@@ -52,6 +52,7 @@ _statm: int | None = None  # /proc/self/statm, opened at the first read
 Dispatcher = Callable[[AnyMessage], None]
 # Answers to our requests; a tuple, as ``A | B`` in isinstance builds a union per call.
 ANSWERS = (ReplyOk, ReplyError, IdentifyGrant, ComputeResult)
+WHOLE_ANSWERS = (IdentifyGrant, ComputeResult)  # their callers take the message itself
 
 
 def resident_bytes() -> int:
@@ -184,7 +185,7 @@ class MasterLink:
             return
         if isinstance(reply, ReplyOk):
             future.set_result(reply.payload)
-        elif isinstance(reply, IdentifyGrant | ComputeResult):
+        elif isinstance(reply, WHOLE_ANSWERS):
             future.set_result(reply)
         else:
             future.set_exception(RequestError(reply.code, reply.message))
