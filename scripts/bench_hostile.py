@@ -57,6 +57,7 @@ import yarl
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from gate.limits import RestLimits  # noqa: E402
 from protocol.deadlines import DeadlineWheel  # noqa: E402
 from protocol.framing import FrameDecoder  # noqa: E402
 from protocol.messages import deadline_in  # noqa: E402
@@ -66,7 +67,6 @@ from scripts.bench_routing import (  # noqa: E402
     wait_ready,
 )
 from sharder.control import call  # noqa: E402
-from sharder.rest_limits import RestLimits  # noqa: E402
 
 CONFIG = """
 log_level = "WARNING"

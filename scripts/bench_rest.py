@@ -35,11 +35,11 @@ import uvloop
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from child.runtime import ChildStart, run_child  # noqa: E402
+from gate.spec import RestGateSpec  # noqa: E402
 from protocol import PROTOCOL_VERSION, open_connection, socket_from_pipe  # noqa: E402
 from protocol.messages import Hello  # noqa: E402
-from sharder import rest_gate  # noqa: E402
 from simulator.child import SimulatorEndpoints, call_control, simulator_process  # noqa: E402
-from worker.spec import RestGateSpec  # noqa: E402
 
 SPAWN = multiprocessing.get_context("spawn")
 LIMIT = 50
@@ -63,8 +63,6 @@ async def gate(api_url: str, global_limit: int) -> AsyncIterator[tuple[str, psut
         api_url=api_url,
         secret="bench",
         workers=1,
-        master_pid=os.getpid(),
-        log_level="WARNING",
         global_limit=global_limit,
         max_wait=60.0,
         invalid_limit=10_000,
@@ -72,7 +70,8 @@ async def gate(api_url: str, global_limit: int) -> AsyncIterator[tuple[str, psut
         refuse_at=0.95,
     )
     ours, theirs = SPAWN.Pipe(duplex=True)
-    process = SPAWN.Process(target=rest_gate.main, args=(spec, listener, theirs))
+    start = ChildStart("gate.rest_gate:serve", "rest-gate", os.getpid(), "WARNING")
+    process = SPAWN.Process(target=run_child, args=(start, spec, listener, theirs))
     process.start()
     theirs.close()
     hello = Hello(version=PROTOCOL_VERSION, role="master", worker_id=0, pid=os.getpid())

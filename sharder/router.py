@@ -2,7 +2,7 @@
 
 A ``COMMAND_EXEC`` goes to the worker that owns its guild's shard, as the frame it arrived in;
 the answer comes back the same way, found by its nonce (unique across processes, see
-``worker.ipc``). A ``COMMAND_BROADCAST`` goes to every worker and its answers are gathered into
+``child.link``). A ``COMMAND_BROADCAST`` goes to every worker and its answers are gathered into
 one outcome per shard. Whatever happens, the asker gets one answer: the target's, or an error at
 once when the target is down, or an error at the deadline, or an error the moment the target
 dies. Compute requests and messages that are not requests (heartbeat acks, shard reports) go

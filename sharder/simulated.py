@@ -13,9 +13,9 @@ import os
 import subprocess
 import time
 
+from child.runtime import die_with_parent
 from sharder.config import SimulatorSection
 from simulator.child import SimulatorEndpoints, start_simulator, stop_process
-from worker.lifetime import die_with_parent
 
 log = logging.getLogger("sharder.simulated")
 

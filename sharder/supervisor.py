@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from child.runtime import EXIT_UNUSABLE, ChildStart, run_child
+from gate.spec import RestGateSpec
 from protocol import (
     PROTOCOL_VERSION,
     AnyMessage,
@@ -73,9 +75,7 @@ from sharder.status import SharderStatus
 from sharder.store import StateStore, StoreError
 from sharder.systemd import Notifier
 from sharder.workers import ChildHandle, ComputeHandle, RestGateHandle, WorkerHandle
-from worker.lifetime import EXIT_UNUSABLE
-from worker.spawn_target import run_child
-from worker.spec import ComputeSpec, RestGateSpec, WorkerSpec
+from worker.spec import ComputeSpec, WorkerSpec
 
 log = logging.getLogger("sharder.supervisor")
 
@@ -386,13 +386,15 @@ class Supervisor:
         name = f"sharder-{handle.kind}-{handle.id}"
         arguments: tuple[object, ...]
         if isinstance(handle, WorkerHandle):
-            arguments = ("worker.shard_worker:main", self._worker_spec(handle), child_end)
+            start = self._start("worker.shard_worker:serve", f"worker-{handle.id}")
+            arguments = (start, self._worker_spec(handle), child_end)
         elif isinstance(handle, RestGateHandle):
-            gate = self._rest_gate_spec(handle)
-            arguments = ("sharder.rest_gate:main", gate, self._rest_listener, child_end)
+            start = self._start("gate.rest_gate:serve", "rest-gate")
+            arguments = (start, self._rest_gate_spec(handle), self._rest_listener, child_end)
         else:
             assert isinstance(handle, ComputeHandle)
-            arguments = ("worker.compute_worker:main", self._compute_spec(handle), child_end)
+            start = self._start("worker.compute_worker:serve", f"compute-{handle.id}")
+            arguments = (start, self._compute_spec(handle), child_end)
         process = SPAWN.Process(target=run_child, args=arguments, name=name)
         process.start()
         if isinstance(handle, ComputeHandle) and process.pid is not None:  # None only unstarted
@@ -406,6 +408,9 @@ class Supervisor:
         asyncio.get_running_loop().add_reader(process.sentinel, self._on_exit, handle, process)
         log.info("%s spawned (pid %d)", handle, process.pid)
         self._later(self._connect(handle, process, parent_end))
+
+    def _start(self, entry: str, label: str) -> ChildStart:
+        return ChildStart(entry, label, os.getpid(), self.worker_log_level)
 
     def _worker_spec(self, handle: WorkerHandle) -> WorkerSpec:
         sessions = (
@@ -426,11 +431,9 @@ class Supervisor:
             ),
             entry_point=self.config.bot.entry_point,
             intents=self.discord.intents,
-            master_pid=os.getpid(),
             request_timeout=self.config.supervisor.request_timeout,
             compute_timeout=self.config.compute.task_timeout,
             user_cache=self.config.state.user_cache,
-            log_level=self.worker_log_level,
             liveness=handle.liveness,
             liveness_period=self.config.supervisor.heartbeat_interval / LIVENESS_STAMPS_PER_BEAT,
             sessions=sessions,
@@ -443,8 +446,6 @@ class Supervisor:
             api_url=self.discord.api_url,
             secret=handle.secret,
             workers=len(self.workers),
-            master_pid=os.getpid(),
-            log_level=self.worker_log_level,
             global_limit=rest.global_limit,
             max_wait=rest.max_wait,
             invalid_limit=rest.invalid_limit,
@@ -456,8 +457,6 @@ class Supervisor:
         compute = self.config.compute
         return ComputeSpec(
             compute_id=handle.id,
-            master_pid=os.getpid(),
-            log_level=self.worker_log_level,
             cpu_seconds=compute.cpu_seconds,
             memory_bytes=compute.memory_mb * 1024 * 1024,
             entry_point=compute.entry_point,

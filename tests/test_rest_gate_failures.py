@@ -5,7 +5,6 @@ this sharder's workers get through, below the API base."""
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -13,9 +12,9 @@ import pytest
 import yarl
 from aiohttp import web
 
-from sharder.rest_gate import RestGate
-from sharder.rest_limits import redacted
-from worker.spec import RestGateSpec
+from gate.limits import redacted
+from gate.rest_gate import RestGate
+from gate.spec import RestGateSpec
 
 ROUTE = "/channels/1234/messages"
 SECRET = "per-run-secret"
@@ -58,17 +57,14 @@ async def gate_url() -> AsyncIterator[tuple[str, Upstream]]:
         api_url=f"{api_url}/api/v10",
         secret=SECRET,
         workers=2,
-        master_pid=os.getpid(),
-        log_level="WARNING",
         global_limit=50,
         max_wait=2.0,
         invalid_limit=10_000,
         slowdown_at=0.5,
         refuse_at=0.95,
     )
-    gate = RestGate(spec)
-    # What the gate process sets up, here with an upstream timeout short enough to hit.
-    gate.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.3))
+    # The gate process's session, here with an upstream timeout short enough to hit.
+    gate = RestGate(spec, aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.3)))
     gate_runner, url = await serve(gate.application())
     try:
         yield f"{url}/{SECRET}/w/0/api/v10", upstream

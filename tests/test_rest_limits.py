@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from sharder import rest_limits
-from sharder.rest_limits import (
+from gate import limits as rest_limits
+from gate.limits import (
     MAX_ROUTES,
     OTHER_ROUTES,
     GateRefusal,

@@ -16,8 +16,8 @@ from typing import Any
 
 import msgspec
 
+from child.link import MasterLink, RequestError
 from protocol.messages import ComputeRequest, ComputeResult, deadline_in
-from worker.ipc import MasterLink, RequestError
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """The compute worker process: CPU tasks from the master, one at a time, within limits.
 
-Lifecycle: die-with-parent armed, process limits set, hello with the master, the bot's own
+Lifecycle (started by ``child.runtime``): process limits set, hello with the master, the bot's own
 tasks registered (``[compute].entry_point``, called with a ``ComputeTasks``); then it runs what
 the master sends. A task runs on the process's only thread, sealed by the sandbox: the master
 sends one task at a time, stops pinging while it runs, and kills the process if it passes its
@@ -16,14 +16,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing.connection
-import signal
 import sys
 from collections.abc import Callable
 from typing import Any
 
-import uvloop
 from PIL import Image
 
+from child.link import MasterLink
 from protocol import AnyMessage, FrameTooLarge
 from protocol.messages import (
     ComputeRequest,
@@ -35,8 +34,6 @@ from protocol.messages import (
 from worker import compute_emoji, compute_math
 from worker.compute_sandbox import Sandbox
 from worker.entry_points import load_entry_point
-from worker.ipc import MasterLink
-from worker.lifetime import die_with_parent
 from worker.spec import ComputeSpec
 
 log = logging.getLogger("worker.compute")
@@ -69,26 +66,32 @@ class ComputeTasks:
         return register
 
 
-def main(spec: ComputeSpec, pipe: multiprocessing.connection.Connection) -> None:
-    """Process entry (``multiprocessing`` spawn target)."""
-    die_with_parent(spec.master_pid)
-    # Our priority was lowered by the master as we started (sharder.supervisor.lower_priority).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the master decides how we stop
-    logging.basicConfig(
-        level=spec.log_level,
-        format=f"%(asctime)s %(levelname)s compute-{spec.compute_id} %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+async def serve(spec: ComputeSpec, pipe: multiprocessing.connection.Connection) -> int:
+    """The process's entry (run by ``child.runtime``): tasks until the link ends."""
+    # Our priority was lowered by the master as we started (sharder.kinds.lower_priority).
     # Math results may have MAX_DIGITS digits; str() of an int refuses more than 4,300 by default.
     sys.set_int_max_str_digits(compute_math.MAX_DIGITS + 1)
-    sys.exit(uvloop.run(ComputeWorker(spec).run(pipe)))
+    # Everything slow before the hello: after it, heartbeats must be answered.
+    registry = ComputeTasks()
+    if spec.entry_point:
+        load_entry_point(spec.entry_point)(registry)
+    Image.init()  # every image plugin now: a sealed task cannot import one later
+    sandbox = Sandbox()
+    sandbox.limit_process(spec.memory_bytes)
+    sandbox.install()
+    link = await MasterLink.open(pipe, "compute_worker", spec.compute_id)
+    return await ComputeWorker(spec, registry, sandbox, link).run()
 
 
 class ComputeWorker:
-    def __init__(self, spec: ComputeSpec) -> None:
+    def __init__(
+        self, spec: ComputeSpec, registry: ComputeTasks, sandbox: Sandbox, link: MasterLink
+    ) -> None:
         self.spec = spec
-        self.sandbox = Sandbox()
-        self.registry = ComputeTasks()
+        self.registry = registry
+        self.sandbox = sandbox
+        self.link = link
+        self.loop = asyncio.get_running_loop()
         self.fetcher = compute_emoji.EmojiFetcher(
             compute_emoji.EmojiSources(
                 custom_base=spec.custom_emoji_url,
@@ -100,15 +103,7 @@ class ComputeWorker:
         )
         self._running: asyncio.Task[None] | None = None
 
-    async def run(self, pipe: multiprocessing.connection.Connection) -> int:
-        self.loop = asyncio.get_running_loop()
-        # Everything slow before the hello: after it, heartbeats must be answered.
-        if self.spec.entry_point:
-            load_entry_point(self.spec.entry_point)(self.registry)
-        Image.init()  # every image plugin now: a sealed task cannot import one later
-        self.sandbox.limit_process(self.spec.memory_bytes)
-        self.sandbox.install()
-        self.link = await MasterLink.open(pipe, "compute_worker", self.spec.compute_id)
+    async def run(self) -> int:
         try:
             await self.link.serve(self._dispatch)
         finally:

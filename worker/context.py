@@ -26,10 +26,10 @@ from typing import Any, TypeVar
 import hikari
 import msgspec
 
+from child.link import MasterLink, RequestError
 from protocol import shard_for_guild
 from protocol.messages import CommandBroadcast, CommandExec, ShardOutcome, deadline_in
 from worker.compute_client import ComputeClient
-from worker.ipc import MasterLink, RequestError
 from worker.state import SharedState
 
 __all__ = ["Invocation", "RequestError", "ShardContext"]

@@ -1,9 +1,10 @@
 """The shard worker process: hikari for a set of shards, the user's bot, and the master link.
 
-Lifecycle: die-with-parent armed, hello with the master, bot code loaded (``module:function``
-called as ``function(bot, ctx)``), shards started; then it answers heartbeats with its health,
-runs routed commands, and reports each shard's READY and disconnects. It stops when the master
-says so (SHARD_DISCONNECT for all its shards) or the link ends.
+Lifecycle (started by ``child.runtime``): hello with the master, bot code loaded
+(``module:function`` called as ``function(bot, ctx)``), shards started; then it answers
+heartbeats with its health, runs routed commands, and reports each shard's READY and
+disconnects. It stops when the master says so (SHARD_DISCONNECT for all its shards) or the
+link ends.
 """
 
 from __future__ import annotations
@@ -16,15 +17,14 @@ import logging
 import math
 import multiprocessing.connection
 import os
-import signal
-import sys
 import time
 from collections import Counter
 
 import hikari
-import uvloop
 from hikari.impl.shard import GatewayShardImpl
 
+from child.link import MasterLink, RequestError, resident_bytes
+from child.runtime import EXIT_UNUSABLE
 from protocol import AnyMessage, FrameTooLarge, shard_for_guild
 from protocol.deadlines import DeadlineWheel
 from protocol.messages import (
@@ -47,8 +47,6 @@ from protocol.messages import (
 from worker import shard_hooks
 from worker.context import Handler, Invocation, ShardContext, describe_failure
 from worker.entry_points import load_entry_point
-from worker.ipc import MasterLink, RequestError, resident_bytes
-from worker.lifetime import EXIT_UNUSABLE, die_with_parent
 from worker.spec import Session, WorkerSpec
 
 log = logging.getLogger("worker")
@@ -62,22 +60,16 @@ IDENTIFY_WAIT = 600.0  # one ask's deadline; a longer queue (a spent budget) is 
 CLOSE_TIMEOUT = 5.0
 
 
-def main(spec: WorkerSpec, pipe: multiprocessing.connection.Connection) -> None:
-    """Process entry (``multiprocessing`` spawn target)."""
-    die_with_parent(spec.master_pid)
-    # Ctrl-C in a terminal reaches the whole process group; the master decides how we stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(
-        level=spec.log_level,
-        format=f"%(asctime)s %(levelname)s worker-{spec.worker_id} %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+async def serve(spec: WorkerSpec, pipe: multiprocessing.connection.Connection) -> int:
+    """The process's entry (run by ``child.runtime``): the worker until it is told to stop."""
     try:
         shard_hooks.check_hikari()
     except shard_hooks.UnsupportedHikari as error:
         log.critical("this hikari cannot be used: %s", error)
-        sys.exit(EXIT_UNUSABLE)
-    sys.exit(uvloop.run(ShardWorker(spec).run(pipe)))
+        return EXIT_UNUSABLE
+    spec.liveness.report(asyncio.get_running_loop(), spec.liveness_period)
+    link = await MasterLink.open(pipe, "shard_worker", spec.worker_id)
+    return await ShardWorker(spec, link).run()
 
 
 def bot_user_id(token: str) -> int:
@@ -87,8 +79,29 @@ def bot_user_id(token: str) -> int:
 
 
 class ShardWorker:
-    def __init__(self, spec: WorkerSpec) -> None:
+    def __init__(self, spec: WorkerSpec, link: MasterLink) -> None:
         self.spec = spec
+        self.link = link
+        # Kept: asyncio.get_running_loop() and asyncio.create_task() cost a getpid() system call.
+        self.loop = asyncio.get_running_loop()
+        self.bot = hikari.GatewayBot(
+            spec.token,
+            rest_url=spec.api_url,
+            intents=hikari.Intents(spec.intents),
+            banner=None,
+            logs=None,
+            suppress_optimization_warning=True,
+        )
+        self.ctx = ShardContext(
+            self.bot,
+            link,
+            worker_id=spec.worker_id,
+            shard_ids=spec.shard_ids,
+            shard_count=spec.shard_count,
+            request_timeout=spec.request_timeout,
+            compute_timeout=spec.compute_timeout,
+            user_cache=spec.user_cache,
+        )
         self.states: dict[int, ShardState] = dict.fromkeys(spec.shard_ids, "starting")
         self.guild_counts: dict[int, int] = dict(spec.guild_counts)
         self.events = 0  # dispatches received, counted by their sequence numbers
@@ -105,30 +118,8 @@ class ShardWorker:
         self._commands: dict[int, asyncio.Task[None]] = {}  # running COMMAND_EXECs by nonce
         self._overdue: DeadlineWheel[int] = DeadlineWheel(self._cancel_overdue)
 
-    async def run(self, pipe: multiprocessing.connection.Connection) -> int:
+    async def run(self) -> int:
         spec = self.spec
-        # Kept: asyncio.get_running_loop() and asyncio.create_task() cost a getpid() system call.
-        self.loop = asyncio.get_running_loop()
-        spec.liveness.report(self.loop, spec.liveness_period)
-        self.link = await MasterLink.open(pipe, "shard_worker", spec.worker_id)
-        self.bot = hikari.GatewayBot(
-            spec.token,
-            rest_url=spec.api_url,
-            intents=hikari.Intents(spec.intents),
-            banner=None,
-            logs=None,
-            suppress_optimization_warning=True,
-        )
-        self.ctx = ShardContext(
-            self.bot,
-            self.link,
-            worker_id=spec.worker_id,
-            shard_ids=spec.shard_ids,
-            shard_count=spec.shard_count,
-            request_timeout=spec.request_timeout,
-            compute_timeout=spec.compute_timeout,
-            user_cache=spec.user_cache,
-        )
         self._listen()
         shard_hooks.install(self._wait_for_identify_grant, self._identify_sent)
         if spec.sessions:

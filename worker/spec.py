@@ -1,6 +1,5 @@
-"""What the master tells a child at spawn: a shard worker its identity, its shards and how to
-reach Discord; a compute worker its limits and where emoji images come from; the REST gate
-where the API is and its limits.
+"""What the master tells a worker at spawn: a shard worker its identity, its shards and how to
+reach Discord; a compute worker its limits and where emoji images come from.
 
 Pickled once by ``multiprocessing`` (spawn) into the child; everything later goes over the pipe.
 """
@@ -30,11 +29,9 @@ class WorkerSpec:
     api_url: str
     entry_point: str  # "module:function", called as function(bot, ctx)
     intents: int
-    master_pid: int  # the worker exits if this is no longer its parent
     request_timeout: float
     compute_timeout: float  # default deadline of ctx.compute calls
     user_cache: int  # users whose shared data a worker keeps, the least recently read dropped
-    log_level: str
     liveness: Liveness  # kept fresh every liveness_period: a busy loop is not a hung process
     liveness_period: float
     # Sessions of shards handed over from the worker's previous process: they RESUME.
@@ -45,8 +42,6 @@ class WorkerSpec:
 @dataclass(frozen=True, slots=True)
 class ComputeSpec:
     compute_id: int
-    master_pid: int
-    log_level: str
     cpu_seconds: int  # CPU time one task may use
     memory_bytes: int  # the process's address space
     entry_point: str  # "module:function" registering own tasks, or ""
@@ -57,17 +52,3 @@ class ComputeSpec:
     emoji_timeout: float
     emoji_max_bytes: int
     emoji_cache_bytes: int
-
-
-@dataclass(frozen=True, slots=True)
-class RestGateSpec:
-    api_url: str  # the real API base: Discord's, or the simulator's
-    secret: str  # the first path segment of every worker's REST base: nobody else gets through
-    workers: int  # worker ids are 0 to workers - 1
-    master_pid: int
-    log_level: str
-    global_limit: int
-    max_wait: float
-    invalid_limit: int
-    slowdown_at: float
-    refuse_at: float

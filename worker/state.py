@@ -21,6 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from child.link import MasterLink, RequestError
 from protocol.merge import AddWinsSet, Clock, CounterMap, LwwMap
 from protocol.messages import (
     GuildSync,
@@ -31,7 +32,6 @@ from protocol.messages import (
     StateUpdate,
 )
 from protocol.state import KINDS, Entry, MergeState, decode_state, encode_state, key_of
-from worker.ipc import MasterLink, RequestError
 
 Listener = Callable[[str, str], None]
 SYNC_TIMEOUT = 60.0

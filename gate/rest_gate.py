@@ -25,25 +25,21 @@ import hmac
 import json
 import logging
 import multiprocessing.connection
-import signal
 import socket
-import sys
 import urllib.parse
 from collections.abc import Mapping
 
 import aiohttp
-import uvloop
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
+from child.link import MasterLink
+from gate.limits import GateRefusal, RestLimits, redacted
+from gate.spec import RestGateSpec
 from protocol import AnyMessage
 from protocol.messages import Heartbeat, RestGateReport, RouteReport
-from sharder.rest_limits import GateRefusal, RestLimits, redacted
-from worker.ipc import MasterLink
-from worker.lifetime import die_with_parent
-from worker.spec import RestGateSpec
 
-log = logging.getLogger("sharder.rest_gate")
+log = logging.getLogger("gate.rest_gate")
 
 RETRY_BODY_MAX = 1024 * 1024
 BODY_MAX = 32 * 1024 * 1024  # above Discord's 25 MiB upload limit, with multipart framing
@@ -66,23 +62,38 @@ UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=30.0)
 GATE_ID = 0
 
 
-def main(
+async def serve(
     spec: RestGateSpec, listener: socket.socket, pipe: multiprocessing.connection.Connection
-) -> None:
-    """Process entry (``multiprocessing`` spawn target)."""
-    die_with_parent(spec.master_pid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the master decides how we stop
-    logging.basicConfig(
-        level=spec.log_level,
-        format="%(asctime)s %(levelname)s rest-gate %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    sys.exit(uvloop.run(RestGate(spec).run(listener, pipe)))
+) -> int:
+    """The process's entry (run by ``child.runtime``): the gate until the link ends."""
+    link = await MasterLink.open(pipe, "rest_gate", GATE_ID)
+    # No decompression: bodies pass through as Discord sent them, with their headers.
+    session = aiohttp.ClientSession(auto_decompress=False, timeout=UPSTREAM_TIMEOUT)
+    gate = RestGate(spec, session)
+
+    def dispatch(message: AnyMessage) -> None:
+        if isinstance(message, Heartbeat):
+            link.acknowledge(message)
+            link.send(gate.report())
+
+    runner = web.AppRunner(gate.application(), access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.SockSite(runner, listener).start()
+    log.info("forwarding to %s, %d requests/s", gate.upstream, spec.global_limit)
+    try:
+        await link.serve(dispatch)
+    finally:
+        await runner.cleanup()
+        await session.close()
+    return 0
 
 
 class RestGate:
-    def __init__(self, spec: RestGateSpec) -> None:
+    """The proxy: who may call, when each request may go, and its forwarding."""
+
+    def __init__(self, spec: RestGateSpec, session: aiohttp.ClientSession) -> None:
         self.spec = spec
+        self.session = session
         self.upstream = spec.api_url.rstrip("/")
         self.limits = RestLimits(
             spec.global_limit,
@@ -91,23 +102,6 @@ class RestGate:
             slowdown_at=spec.slowdown_at,
             refuse_at=spec.refuse_at,
         )
-
-    async def run(
-        self, listener: socket.socket, pipe: multiprocessing.connection.Connection
-    ) -> int:
-        self.link = await MasterLink.open(pipe, "rest_gate", GATE_ID)
-        # No decompression: bodies pass through as Discord sent them, with their headers.
-        self.session = aiohttp.ClientSession(auto_decompress=False, timeout=UPSTREAM_TIMEOUT)
-        runner = web.AppRunner(self.application(), access_log=None, handle_signals=False)
-        await runner.setup()
-        await web.SockSite(runner, listener).start()
-        log.info("forwarding to %s, %d requests/s", self.upstream, self.spec.global_limit)
-        try:
-            await self.link.serve(self._dispatch)
-        finally:
-            await runner.cleanup()
-            await self.session.close()
-        return 0
 
     def application(self) -> web.Application:
         app = web.Application(client_max_size=BODY_MAX)
@@ -127,11 +121,6 @@ class RestGate:
                 {"message": "REST gate: dot segments are refused", "code": 0}, status=400
             )
         return await self.forward(request)
-
-    def _dispatch(self, message: AnyMessage) -> None:
-        if isinstance(message, Heartbeat):
-            self.link.acknowledge(message)
-            self.link.send(self.report())
 
     def report(self) -> RestGateReport:
         limits = self.limits

@@ -39,7 +39,7 @@ from protocol.messages import (
     Role,
 )
 
-log = logging.getLogger("worker.ipc")
+log = logging.getLogger("child.link")
 
 NONCE_ORIGIN_SHIFT = 40
 HELLO_TIMEOUT = 10.0

@@ -1,0 +1,1 @@
+"""The REST gate: the child process every worker's REST call goes through."""
