@@ -31,11 +31,7 @@ def contiguous_assignment(shard_count: int, owner_count: int) -> dict[int, int]:
 
 
 class RoutingTable:
-    """Maps every shard to the owner (worker id) that serves it.
-
-    The base assignment is fixed at start-up; overrides move single shards elsewhere (a shard
-    migrating between workers) and take precedence until cleared.
-    """
+    """Maps every shard to the owner (worker id) that serves it; fixed at start-up."""
 
     def __init__(self, shard_count: int, assignment: Mapping[int, int]) -> None:
         missing = set(range(shard_count)) - assignment.keys()
@@ -46,9 +42,7 @@ class RoutingTable:
                 f"(missing {sorted(missing)}, unexpected {sorted(extra)})"
             )
         self.shard_count = shard_count
-        self._base = dict(assignment)
-        self._overrides: dict[int, int] = {}
-        self._owners = list(assignment[shard] for shard in range(shard_count))
+        self._owners = tuple(assignment[shard] for shard in range(shard_count))
 
     @classmethod
     def contiguous(cls, shard_count: int, owner_count: int) -> RoutingTable:
@@ -64,16 +58,3 @@ class RoutingTable:
 
     def shards_of(self, owner: int) -> list[int]:
         return [shard for shard, who in enumerate(self._owners) if who == owner]
-
-    def override(self, shard_id: int, owner: int) -> None:
-        """Route ``shard_id`` to ``owner`` until the override is cleared."""
-        self.owner_of_shard(shard_id)
-        self._overrides[shard_id] = owner
-        self._owners[shard_id] = owner
-
-    def clear_override(self, shard_id: int) -> None:
-        self._overrides.pop(shard_id, None)
-        self._owners[shard_id] = self._base[shard_id]
-
-    def overrides(self) -> Mapping[int, int]:
-        return dict(self._overrides)

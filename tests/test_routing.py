@@ -30,25 +30,17 @@ def test_contiguous_assignment_balances_runs() -> None:
         contiguous_assignment(2, 3)
 
 
-def test_routing_table_routes_guilds_and_honours_overrides() -> None:
+def test_routing_table_routes_guilds() -> None:
     table = RoutingTable.contiguous(8, 4)
     guild = 5 << 22  # shard 5 -> worker 2
     assert table.owner_of_guild(guild) == 2
+    assert table.owner_of_shard(5) == 2
     assert table.shards_of(2) == [4, 5]
-    table.override(5, 0)
-    assert table.owner_of_guild(guild) == 0
-    assert table.shards_of(0) == [0, 1, 5]
-    assert table.overrides() == {5: 0}
-    table.clear_override(5)
-    assert table.owner_of_guild(guild) == 2
-    assert table.overrides() == {}
 
 
 def test_routing_table_rejects_bad_shards() -> None:
     table = RoutingTable.contiguous(4, 2)
     with pytest.raises(KeyError, match=r"shard 4 is outside 0\.\.3"):
         table.owner_of_shard(4)
-    with pytest.raises(KeyError):
-        table.override(9, 0)
     with pytest.raises(ValueError, match=r"missing \[3\]"):
         RoutingTable(4, {0: 0, 1: 0, 2: 1})
