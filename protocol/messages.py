@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 Snowflake = Annotated[int, msgspec.Meta(ge=0)]
 ShardId = Annotated[int, msgspec.Meta(ge=0)]
@@ -200,20 +200,13 @@ class ShardOutcome(msgspec.Struct, kw_only=True, omit_defaults=True):
     message: str = ""
 
 
-class Broadcast(Message, tag="BROADCAST"):
-    """A one-way event delivered to every shard worker; no reply."""
-
-    event: Name
-    payload: Any = None
-
-
 # -- shared state -------------------------------------------------------------------------------
 
 
 class StateUpdate(Request, tag="STATE_UPDATE"):
     """Worker -> master: merge a change into shared state; acknowledged once durable.
 
-    ``changes["delta"]`` is the change as a merge state (``sharder.store.encode_state``).
+    ``changes["delta"]`` is the change as a merge state (``protocol.state.encode_state``).
     """
 
     scope: StateScope
@@ -251,25 +244,6 @@ class StateChanged(Message, tag="STATE_CHANGED"):
     key: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     version: int
     data: bytes
-
-
-class CacheInvalidate(Message, tag="CACHE_INVALIDATE"):
-    """Master -> worker: cached entries of ``scope`` for these keys are stale as of ``version``."""
-
-    scope: StateScope
-    keys: list[Snowflake]
-    version: int
-
-
-class MemberUpdate(Message, tag="MEMBER_UPDATE"):
-    guild_id: Snowflake
-    user_id: Snowflake
-    fields: dict[str, Any]
-
-
-class UserUpdate(Message, tag="USER_UPDATE"):
-    user_id: Snowflake
-    fields: dict[str, Any]
 
 
 # -- compute ------------------------------------------------------------------------------------
@@ -328,15 +302,11 @@ AnyMessage = (
     | ShardDisconnect
     | CommandExec
     | CommandBroadcast
-    | Broadcast
     | StateUpdate
     | StateSync
     | StateFetch
     | GuildSync
     | StateChanged
-    | CacheInvalidate
-    | MemberUpdate
-    | UserUpdate
     | ComputeRequest
     | ComputeResult
     | RestGateReport
