@@ -35,10 +35,6 @@ class UnknownInteraction(LookupError):
     pass
 
 
-class InteractionAlreadyAcknowledged(Exception):
-    pass
-
-
 @dataclass(frozen=True, slots=True)
 class Attachment:
     id: int

@@ -120,9 +120,6 @@ class SessionRegistry:
         for shard_count, by_id in self._by_shard.items():
             yield from by_id.get(shard_key % shard_count, ())
 
-    def for_shard(self, shard_id: int) -> list[Session]:
-        return [session for session in self._by_id.values() if session.shard_id == shard_id]
-
     def expire(self, now: float | None = None) -> int:
         """End dropped sessions past the resume window; returns how many."""
         now = time.monotonic() if now is None else now
