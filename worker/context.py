@@ -92,9 +92,6 @@ class ShardContext:
         # CPU work (math, emoji images, the bot's own tasks) on the compute pool.
         self.compute = ComputeClient(link, compute_timeout)
         self._own_shards = frozenset(shard_ids)
-        # Shards resuming a session handed over from another process, until RESUMED: events
-        # they deliver meanwhile are Discord's replay and may have been seen before.
-        self.replaying: set[int] = set()
         self.add_handler(PRESENCE_HANDLER, self._cached_presence)
 
     def handler(self, name: str) -> Callable[[H], H]:
@@ -133,10 +130,6 @@ class ShardContext:
         return Presence(
             status=str(member.visible_status), activity=activities[0].name if activities else None
         )
-
-    def in_replay(self, shard_id: int) -> bool:
-        """Whether events of this shard may be replays (at-least-once after a handover)."""
-        return shard_id in self.replaying
 
     def shard_of(self, guild_id: int) -> int:
         return shard_for_guild(guild_id, self.shard_count)

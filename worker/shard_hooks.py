@@ -91,11 +91,8 @@ def session_of(shard: GatewayShardImpl) -> Session | None:
     return Session(shard._session_id, shard._seq, shard._resume_gateway_url)
 
 
-def install_resume(
-    sessions: dict[int, Session], user_id: int, resumed: Callable[[int], None]
-) -> None:
-    """Shards in ``sessions`` RESUME them when they first start; ``resumed(shard_id)`` is called
-    for each handed over."""
+def install_resume(sessions: dict[int, Session], user_id: int) -> None:
+    """Shards in ``sessions`` RESUME them when they first start."""
     check_hikari()
     original = GatewayShardImpl.start
     pending = dict(sessions)
@@ -107,7 +104,6 @@ def install_resume(
             shard._seq = session.seq
             shard._resume_gateway_url = session.resume_url
             shard._user_id = hikari.Snowflake(user_id)
-            resumed(shard._shard_id)
         await original(shard)
 
     GatewayShardImpl.start = start_resuming  # type: ignore[method-assign,assignment]

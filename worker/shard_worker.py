@@ -127,9 +127,7 @@ class ShardWorker:
                 "resuming sessions: %s",
                 ", ".join(f"shard {i} from seq {s.seq}" for i, s in sorted(spec.sessions.items())),
             )
-            shard_hooks.install_resume(
-                spec.sessions, bot_user_id(spec.token), self.ctx.replaying.add
-            )
+            shard_hooks.install_resume(spec.sessions, bot_user_id(spec.token))
         serving = asyncio.create_task(self._serve())
         lag_probe = asyncio.create_task(self._probe_loop_lag())
         load_watch = asyncio.create_task(self._report_guild_loads())
@@ -190,7 +188,6 @@ class ShardWorker:
         @bot.listen(hikari.ShardResumedEvent)
         async def resumed(event: hikari.ShardResumedEvent) -> None:
             self.states[event.shard.id] = "ready"
-            self.ctx.replaying.discard(event.shard.id)
 
         @bot.listen(hikari.ShardDisconnectedEvent)
         async def disconnected(event: hikari.ShardDisconnectedEvent) -> None:
