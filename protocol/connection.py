@@ -121,7 +121,7 @@ class Connection(asyncio.Protocol):
         """Hand arriving messages to ``receiver`` straight from the read callback.
 
         This is the router's fast path: no inbox, no task wake-up per batch, and each message
-        comes with its frame so it can be forwarded unchanged (``forward_nowait``) instead of
+        comes with its frame so it can be forwarded unchanged (``forward_soon``) instead of
         re-encoded. The receiver runs inside the event loop's read callback, so it must not
         block; it applies backpressure with ``pause_reading``. Messages already in the inbox are
         handed over at once. The end shows in ``wait_closed``, and why in ``error``.

@@ -6,8 +6,9 @@
     python -m sharder restart WORKER
     python -m sharder state get|set SCOPE KEY [FIELD=VALUE ...]
 
-``status``, ``stop`` and ``restart`` find the master through its control socket: ``--socket``,
-else ``[control].socket`` of ``--config``, else ``sharder.sock`` in the current directory.
+``status``, ``stop``, ``restart`` and ``state`` find the master through its control socket:
+``--socket``, else ``[control].socket`` of ``--config``, else ``sharder.sock`` in the current
+directory.
 Bad flags, a bad config file or a missing token exit with code 2 and say what is wrong.
 """
 

@@ -1,5 +1,5 @@
-"""The master's control socket and its client: how ``sharder status``, ``stop`` and ``restart``
-reach a running sharder.
+"""The master's control socket and its client: how ``sharder status``, ``stop``, ``restart`` and
+``state`` reach a running sharder.
 
 A unix stream socket, mode 0600 (only the sharder's user may talk to it). Each connection carries
 one request line and one answer line, both JSON objects:
@@ -7,10 +7,15 @@ one request line and one answer line, both JSON objects:
 - ``{"command": "status"}`` -> ``{"ok": true, "status": <SharderStatus>}``
 - ``{"command": "stop"}`` -> ``{"ok": true, "message": "stopping"}``
 - ``{"command": "restart", "worker": 3}`` -> ``{"ok": true, "message": "..."}``
+- ``{"command": "state_get", "scope": "guild_config", "key": "<guild id>"}`` ->
+  ``{"ok": true, "value": <the merged value, null if never written>}``
+- ``{"command": "state_set", "scope": "guild_config", "key": "<guild id>", "fields": {...}}`` ->
+  ``{"ok": true, "version": <the key's new version>}`` (``guild_config`` and ``user_data`` only)
 
 Anything the server cannot carry out is answered ``{"ok": false, "error": "<why>"}``: a request
 that is not JSON, not one of the commands above or over ``MAX_REQUEST_BYTES``; a worker that does
-not exist; a handler that failed or took too long. The server keeps serving after each of them.
+not exist; a state change the store refuses; a handler that failed or took too long. The server
+keeps serving after each of them.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The master's state store: the bot's shared data in SQLite (WAL), acknowledged only once durable.
 
-Each (scope, key) holds one merged state (see ``sharder.merge``) and a version that grows with
+Each (scope, key) holds one merged state (see ``protocol.merge``) and a version that grows with
 every change. ``merge`` folds a change into memory at once and returns when the change is on
 disk: changes that arrive while a commit is running wait for the next one, so a burst costs one
 transaction and one fsync, not one per change (group commit). The schema carries its version in
