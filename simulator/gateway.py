@@ -17,6 +17,7 @@ import enum
 import logging
 import secrets
 import time
+from collections.abc import Coroutine
 from typing import Any, Final, cast
 
 import msgspec
@@ -133,7 +134,9 @@ class Gateway:
         self._identify_buckets = [
             FixedWindow(1, config.identify_window) for _ in range(config.max_concurrency)
         ]
-        self._streams: set[asyncio.Task[None]] = set()
+        # Tasks no handler awaits (guild streams, closing a displaced connection): held, as the
+        # loop keeps only a weak reference to a task, and cancelled at shutdown.
+        self._background: set[asyncio.Task[None]] = set()
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(
@@ -186,9 +189,12 @@ class Gateway:
 
     def stream_guilds(self, session: Session, guild_ids: list[int]) -> None:
         """GUILD_CREATE for each of a new session's guilds, without stalling the loop."""
-        task = asyncio.get_running_loop().create_task(self._stream_guilds(session, guild_ids))
-        self._streams.add(task)
-        task.add_done_callback(self._streams.discard)
+        self.in_background(self._stream_guilds(session, guild_ids))
+
+    def in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _stream_guilds(self, session: Session, guild_ids: list[int]) -> None:
         for start in range(0, len(guild_ids), GUILD_STREAM_SLICE):
@@ -210,7 +216,7 @@ class Gateway:
         ]
 
     async def close(self) -> None:
-        for task in list(self._streams):
+        for task in list(self._background):
             task.cancel()
         await asyncio.gather(
             *(connection.close(1001, "simulator shutting down") for connection in self.connections),
@@ -486,7 +492,7 @@ class GatewayConnection:
             # Two connections may not share a session: the newer one wins, as on Discord.
             self.stats.resumes_displacing += 1
             previous.session = None
-            asyncio.get_running_loop().create_task(
+            self.gateway.in_background(
                 previous.close(CloseCode.SESSION_TIMED_OUT, "session resumed elsewhere")
             )
         self.stats.resumes += 1
