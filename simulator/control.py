@@ -19,7 +19,7 @@ from simulator.gateway import Gateway, GatewayConnection, Op
 from simulator.messages import MessageLog
 from simulator.payloads import PayloadFactory
 from simulator.responses import error_response, json_response
-from simulator.rest import API_PREFIX, RestApi
+from simulator.rest import API_PREFIX, Handler, RestApi
 from simulator.stats import Stats
 from simulator.traffic import TrafficGenerator, TrafficSpec
 from simulator.world import Guild, World, guild_of
@@ -113,9 +113,9 @@ class Control:
         ]
 
     @web.middleware
-    async def errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
+    async def errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
-            response: web.StreamResponse = await handler(request)
+            response = await handler(request)
         except BadRequest as error:
             return error_response(error.status, str(error))
         return response

@@ -19,6 +19,7 @@ from simulator.config import SimulatorConfig
 from simulator.gateway import Gateway
 from simulator.messages import (
     Attachment,
+    Interaction,
     MessageLog,
     UnknownChannel,
     UnknownInteraction,
@@ -28,7 +29,7 @@ from simulator.payloads import Payload, PayloadFactory, SnowflakeFactory, comman
 from simulator.ratelimit import RestRateLimiter
 from simulator.responses import error_response, json_response
 from simulator.stats import Stats
-from simulator.world import World, guild_of
+from simulator.world import Guild, World, guild_of
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -363,7 +364,7 @@ class RestApi:
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    def _guild(self, request: web.Request) -> Any:
+    def _guild(self, request: web.Request) -> Guild:
         guild_id = snowflake_param(request, "guild_id")
         if not self.world.has_guild(guild_id):
             raise ApiError(404, "Unknown Guild", UNKNOWN_GUILD)
@@ -386,13 +387,13 @@ class RestApi:
             return None
         return int(self._guild(request).id)
 
-    def _interaction(self, token: str) -> Any:
+    def _interaction(self, token: str) -> Interaction:
         try:
             return self.messages.interaction(token)
         except UnknownInteraction:
             raise ApiError(404, "Unknown interaction", UNKNOWN_INTERACTION) from None
 
-    def _webhook_interaction(self, request: web.Request) -> Any:
+    def _webhook_interaction(self, request: web.Request) -> Interaction:
         if snowflake_param(request, "webhook_id") != self.world.bot_id:
             raise ApiError(404, "Unknown Webhook", UNKNOWN_WEBHOOK)
         return self._interaction(request.match_info["token"])
