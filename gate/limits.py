@@ -34,6 +34,8 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from protocol.clock import Clock
+
 MAJOR_RESOURCES = ("channels", "guilds", "webhooks", "interactions")
 TOKEN_AFTER = ("webhooks", "interactions")  # their second segment is a token, part of the major
 INVALID_STATUSES = frozenset({401, 403, 429})
@@ -146,7 +148,9 @@ class RestLimits:
         invalid_limit: int = 10_000,
         slowdown_at: float = 0.5,
         refuse_at: float = 0.95,
+        clock: Clock = time.monotonic,
     ) -> None:
+        self._clock = clock
         self.global_limit = global_limit
         self.max_wait = max_wait
         self.window = 1.0 + margin
@@ -165,7 +169,7 @@ class RestLimits:
         self._waiting: dict[int, deque[asyncio.Future[None]]] = {}  # worker -> its turn
         self._turns: deque[int] = deque()  # workers waiting for a global slot, in turn
         self._wakeup: asyncio.TimerHandle | None = None
-        self._swept_at = time.monotonic()
+        self._swept_at = clock()
         self._swept_size = 0  # buckets left by the last sweep
 
     @property
@@ -176,7 +180,7 @@ class RestLimits:
 
     async def admit(self, worker: int, method: str, path: str) -> Admission:
         route = route_of(method, path)
-        now = time.monotonic()
+        now = self._clock()
         deadline = now + self.max_wait
         invalid = self.invalid_count(now)
         if invalid >= self.refuse_at * self.invalid_limit:
@@ -204,7 +208,7 @@ class RestLimits:
             raise
         counts = self._counts(route)
         counts.requests += 1
-        queued = time.monotonic() - now
+        queued = self._clock() - now
         counts.queued_s += queued
         counts.queued_max_s = max(counts.queued_max_s, queued)
         return Admission(route, bucket)
@@ -220,7 +224,7 @@ class RestLimits:
 
         ``retry_after``: a 429 body's (in milliseconds' precision, where ``Retry-After`` is
         rounded up to whole seconds)."""
-        now = time.monotonic()
+        now = self._clock()
         route, bucket = admission.route, admission.bucket
         bucket.in_flight -= 1
         bucket_id = headers.get("X-RateLimit-Bucket")
@@ -293,7 +297,7 @@ class RestLimits:
 
     async def _take_bucket(self, route: Route, bucket: Bucket, deadline: float) -> None:
         while True:
-            now = time.monotonic()
+            now = self._clock()
             paused = self._paused.get(self._bucket_ids.get(route.name, route.name), 0.0)
             if paused > now:
                 await self._sleep_until(paused, deadline, f"{route.name} is paused by a 429")
@@ -337,8 +341,8 @@ class RestLimits:
     # -- the global limit --------------------------------------------------------------------
 
     async def _take_global_slot(self, worker: int, route: Route, deadline: float) -> None:
-        if not self._turns and self._slot_free(time.monotonic()):
-            self._take_slot(time.monotonic())
+        if not self._turns and self._slot_free(self._clock()):
+            self._take_slot(self._clock())
             return
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(worker, deque()).append(turn)
@@ -387,7 +391,7 @@ class RestLimits:
 
     def _grant_turns(self) -> None:
         self._wakeup = None
-        now = time.monotonic()
+        now = self._clock()
         while self._turns and self._slot_free(now):
             worker = self._turns.popleft()
             queue = self._waiting[worker]
@@ -406,7 +410,7 @@ class RestLimits:
     # -- invalid requests --------------------------------------------------------------------
 
     def invalid_count(self, now: float | None = None) -> int:
-        now = time.monotonic() if now is None else now
+        now = self._clock() if now is None else now
         while self._invalid and now - self._invalid[0] > BAN_WINDOW:
             self._invalid.popleft()
         return len(self._invalid)
@@ -424,13 +428,12 @@ class RestLimits:
         if until > deadline:
             self.refused += 1
             raise GateRefusal(f"{why}: not within {self.max_wait:.0f} s")
-        await asyncio.sleep(until - time.monotonic())
+        await asyncio.sleep(until - self._clock())
 
-    @staticmethod
-    def _loop_time(monotonic: float) -> float:
-        """A ``time.monotonic()`` instant on the event loop's clock."""
+    def _loop_time(self, instant: float) -> float:
+        """An instant of the gate's clock on the event loop's clock."""
         loop = asyncio.get_running_loop()
-        return loop.time() + (monotonic - time.monotonic())
+        return loop.time() + (instant - self._clock())
 
 
 def _number(text: str | None) -> float | None:

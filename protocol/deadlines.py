@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
+from protocol.clock import Clock
 from protocol.messages import DEADLINE_MAX
 
 Key = TypeVar("Key", bound=Hashable)
@@ -26,10 +27,15 @@ DEFAULT_RESOLUTION = 0.02
 
 class DeadlineWheel(Generic[Key]):
     def __init__(
-        self, on_expire: Callable[[Key], None], resolution: float = DEFAULT_RESOLUTION
+        self,
+        on_expire: Callable[[Key], None],
+        resolution: float = DEFAULT_RESOLUTION,
+        *,
+        clock: Clock = time.monotonic,
     ) -> None:
         self._on_expire = on_expire
         self._resolution = resolution
+        self._clock = clock  # read once per slot, never per deadline
         self._nursery: dict[Key, float] = {}  # deadlines added since the last tick
         self._tick: asyncio.TimerHandle | None = None
         self._slots: dict[int, set[Key]] = {}
@@ -42,7 +48,7 @@ class DeadlineWheel(Generic[Key]):
         return len(self._nursery) + len(self._slot_of)
 
     def add(self, key: Key, deadline: float) -> None:
-        """Call ``on_expire(key)`` once ``deadline`` (``time.monotonic()``) has passed;
+        """Call ``on_expire(key)`` once ``deadline`` (on the wheel's clock) has passed;
         ``ValueError`` for a deadline that is not an instant of that clock (NaN, infinite,
         negative), before anything else is touched: one bad entry must not break the tick."""
         if not 0.0 <= deadline <= DEADLINE_MAX:
@@ -93,13 +99,13 @@ class DeadlineWheel(Generic[Key]):
     def _arm(self, slot: int) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        delay = max(0.0, slot * self._resolution - time.monotonic())
+        delay = max(0.0, slot * self._resolution - self._clock())
         self._timer = asyncio.get_running_loop().call_later(delay, self._fire)
         self._timer_slot = slot
 
     def _fire(self) -> None:
         self._timer = self._timer_slot = None
-        now = time.monotonic()
+        now = self._clock()
         order = self._order
         while order and order[0] * self._resolution <= now:
             members = self._slots.pop(heapq.heappop(order), None)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from protocol import AnyMessage, Connection, Frame
+from protocol.clock import Clock
 from protocol.connection import Receiver
 from protocol.deadlines import DeadlineWheel
 from protocol.messages import (
@@ -53,14 +54,16 @@ class ComputePool:
         workers: Mapping[int, WorkerHandle],
         queue_size: int,
         reports: ComputeReports,
+        clock: Clock = time.monotonic,
     ) -> None:
+        self._clock = clock
         self.handles = handles
         self.workers = workers
         self.reports = reports
         self.counts = ComputePoolStatus(queue_size=queue_size)
         self.queued: dict[int, Queued] = {}  # by nonce; insertion order is the queue's
         self.running: dict[int, ComputeHandle] = {}  # by nonce
-        self._deadlines: DeadlineWheel[int] = DeadlineWheel(self._expire)
+        self._deadlines: DeadlineWheel[int] = DeadlineWheel(self._expire, clock=clock)
 
     def receiver(self, handle: ComputeHandle) -> Receiver:
         """The read-path callback of one compute worker's connection."""
@@ -85,7 +88,7 @@ class ComputePool:
 
     def submit(self, origin: WorkerHandle, request: ComputeRequest, frame: Frame) -> None:
         nonce = request.nonce
-        if request.deadline <= time.monotonic():
+        if request.deadline <= self._clock():
             self._answer(origin.id, nonce, "timeout", "the deadline had passed")
             return
         if not self._can_serve():

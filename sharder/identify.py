@@ -23,9 +23,11 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from protocol.clock import Clock
+
 log = logging.getLogger("sharder.identify")
 
-Grant = Callable[[float], None]  # called with the grant's expiry (the monotonic clock)
+Grant = Callable[[float], None]  # called with the grant's expiry (on the gate's clock)
 # Added to the window and the budget period: Discord counts an IDENTIFY when it takes it in,
 # after a trip whose length varies. A share of the window, at least the minimum: measured
 # against the simulator at 50,000 guilds on 8 busy workers, whose loop is as busy as theirs, 1
@@ -43,7 +45,15 @@ class SessionBudget:
 
 
 class IdentifyGate:
-    def __init__(self, max_concurrency: int, window: float, budget: SessionBudget) -> None:
+    def __init__(
+        self,
+        max_concurrency: int,
+        window: float,
+        budget: SessionBudget,
+        *,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self._clock = clock
         self.max_concurrency = max_concurrency
         self.window = window
         self.margin = max(WINDOW_MARGIN, WINDOW_MARGIN_SHARE * window)
@@ -51,7 +61,7 @@ class IdentifyGate:
         self.remaining = budget.remaining
         self.period = budget.period
         # An unused budget's period starts with its first use, as Discord's does.
-        self.budget_resets_at = time.monotonic() + budget.reset_after if budget.reset_after else 0.0
+        self.budget_resets_at = clock() + budget.reset_after if budget.reset_after else 0.0
         self.granted = 0
         self._waiting: list[deque[tuple[int, Grant]]] = [deque() for _ in range(max_concurrency)]
         self._next_at = [0.0] * max_concurrency
@@ -98,7 +108,7 @@ class IdentifyGate:
         return self.remaining <= 0
 
     def _refill(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         if now >= self.budget_resets_at:
             if self.budget_resets_at:  # a period ended: the budget is whole again
                 self.remaining = self.total
@@ -108,7 +118,7 @@ class IdentifyGate:
         waiting = self._waiting[bucket]
         if not waiting or self._timers[bucket] is not None:
             return
-        now = time.monotonic()
+        now = self._clock()
         flight = self._in_flight[bucket]
         if flight is not None and now >= flight[1]:
             # Never reported: it may have been sent at the last moment of the grant.

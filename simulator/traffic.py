@@ -24,7 +24,7 @@ import math
 import random
 import time
 from bisect import bisect_right
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Final, Literal, TypeVar
 
@@ -317,8 +317,14 @@ class TrafficGenerator:
     """Runs one traffic spec at a time as an asyncio task; the control API starts and stops it."""
 
     def __init__(
-        self, world: World, payloads: PayloadFactory, gateway: Gateway, messages: MessageLog
+        self,
+        world: World,
+        payloads: PayloadFactory,
+        gateway: Gateway,
+        messages: MessageLog,
+        clock: Callable[[], float] = time.monotonic,  # the simulator imports none of the sharder
     ) -> None:
+        self._clock = clock
         self.world = world
         self.payloads = payloads
         self.gateway = gateway
@@ -344,7 +350,7 @@ class TrafficGenerator:
         self._spec = spec
         self._sent = 0
         self._by_kind = dict.fromkeys(EVENT_KINDS, 0)
-        self._started = time.monotonic()
+        self._started = self._clock()
         self._ended = None
         self._error = None
         self._task = loop.create_task(self._run(plan), name="simulator-traffic")
@@ -376,7 +382,7 @@ class TrafficGenerator:
             raise error
 
     def status(self) -> dict[str, object]:
-        end = self._ended if self._ended is not None else time.monotonic()
+        end = self._ended if self._ended is not None else self._clock()
         return {
             "running": self.running,
             "sent": self._sent,
@@ -389,7 +395,7 @@ class TrafficGenerator:
     # -- the task ------------------------------------------------------------------------------
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._ended = time.monotonic()
+        self._ended = self._clock()
         if not task.cancelled() and (error := task.exception()) is not None:
             self._error = f"{type(error).__name__}: {error}"
             log.error("traffic stopped by an error", exc_info=error)
@@ -401,7 +407,7 @@ class TrafficGenerator:
         deadline = None if spec.duration is None else start + spec.duration
         scheduled = 0  # events due so far, sent or not (an empty world sends none: no backlog)
         while True:
-            now = time.monotonic()
+            now = self._clock()
             over = deadline is not None and now >= deadline
             if rate == 0:
                 if over:

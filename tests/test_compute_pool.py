@@ -1,17 +1,21 @@
-"""The compute pool in isolation: every task gets exactly one answer, whatever the workers do."""
+"""The compute pool in isolation: every task gets exactly one answer, whatever the workers do.
+On virtual time: ``advance`` moves the clock without waiting."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
 
 from protocol import FrameEncoder
-from protocol.messages import ComputeRequest, ComputeResult, ReplyError, deadline_in
+from protocol.deadlines import DEFAULT_RESOLUTION
+from protocol.messages import ComputeRequest, ComputeResult, ReplyError
 from sharder.compute_pool import ComputePool
 from sharder.workers import ChildHandle, ComputeHandle, WorkerHandle
 from tests.test_router import Wire
+from tests.virtual_time import advance, virtual_clock
+
+pytestmark = pytest.mark.virtual_time
 
 ENCODER = FrameEncoder()
 
@@ -38,13 +42,16 @@ class Pool:
             handle.connection = Wire()  # type: ignore[assignment]
             handle.state = "ready"
         self.reports = Reports()
-        self.pool = ComputePool(self.handles, {0: self.asker}, queue_size, self.reports)
+        self.clock = virtual_clock()
+        self.pool = ComputePool(
+            self.handles, {0: self.asker}, queue_size, self.reports, clock=self.clock
+        )
         self.nonce = 0
 
     def submit(self, seconds: float = 5.0) -> int:
         self.nonce += 1
         request = ComputeRequest(
-            nonce=self.nonce, deadline=deadline_in(seconds), task="math", args={"expression": "1"}
+            nonce=self.nonce, deadline=self.clock() + seconds, task="math", args={"expression": "1"}
         )
         self.pool.submit(self.asker, request, ENCODER.encode(request))
         return self.nonce
@@ -67,7 +74,7 @@ def wire(handle: ChildHandle) -> Wire:
 
 
 @pytest.fixture
-def pool() -> Pool:
+async def pool() -> Pool:  # async: the pool reads the running loop's clock
     return Pool()
 
 
@@ -100,7 +107,9 @@ async def test_a_running_task_past_its_deadline_is_answered_and_its_worker_repla
     pool: Pool,
 ) -> None:
     nonce = pool.submit(seconds=0.05)
-    await asyncio.sleep(0.2)
+    await advance(0.05 - 0.001)
+    assert pool.answers() == [] and pool.reports.replaced == []
+    await advance(DEFAULT_RESOLUTION + 0.002)  # expiry is at most a resolution late
     [answer] = pool.answers()
     assert isinstance(answer, ReplyError) and answer.code == "timeout"
     assert "compute worker 0 was killed" in answer.message
@@ -115,7 +124,9 @@ async def test_a_queued_task_past_its_deadline_is_answered_without_killing_anyon
     pool = Pool(compute_workers=1)
     pool.submit()
     queued = pool.submit(seconds=0.05)
-    await asyncio.sleep(0.2)
+    await advance(0.05 - 0.001)
+    assert pool.answers() == []
+    await advance(DEFAULT_RESOLUTION + 0.002)  # expiry is at most a resolution late
     [answer] = pool.answers()
     assert answer.nonce == queued and answer.code == "timeout"
     assert "waited for a compute worker" in answer.message

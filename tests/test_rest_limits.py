@@ -1,10 +1,10 @@
 """The REST gate's rules in isolation: routes and majors, buckets learned from headers, the fair
-global limit, what a 429 pauses, invalid requests and deadlines."""
+global limit, what a 429 pauses, invalid requests and deadlines. The gate's tests run on virtual
+time: a wait takes no time, and ``advance`` moves the clock without waiting."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
@@ -17,6 +17,9 @@ from gate.limits import (
     Route,
     route_of,
 )
+from tests.virtual_time import advance, virtual_clock
+
+pytestmark = pytest.mark.virtual_time
 
 
 @pytest.mark.parametrize(
@@ -64,32 +67,34 @@ def headers(limit: int, remaining: int, reset_after: float, bucket: str = "b1") 
 
 
 async def test_an_unknown_bucket_lets_one_request_learn_it_then_its_limit_holds() -> None:
-    limits = RestLimits(50)
+    clock = virtual_clock()
+    limits = RestLimits(50, clock=clock)
     first = await limits.admit(0, "POST", "/channels/1/messages")
     second = asyncio.create_task(limits.admit(1, "POST", "/channels/1/messages"))
-    await asyncio.sleep(0.05)
+    await advance(0.05)
     assert not second.done()  # waits for the first answer
     limits.settle(first, 200, headers(limit=2, remaining=1, reset_after=0.3))
+    window_ends = clock() + 0.3
     settled = await asyncio.wait_for(second, 1)
     limits.settle(settled, 200, headers(limit=2, remaining=0, reset_after=0.25))
-    started = time.monotonic()
     await limits.admit(2, "POST", "/channels/1/messages")  # the window is spent: waits
-    assert time.monotonic() - started >= 0.2
-    # Another channel is another bucket: no wait.
-    started = time.monotonic()
+    assert clock() == pytest.approx(window_ends)  # a later answer does not end it sooner
+    # Another channel is another bucket: it waits only for the global limit's spacing.
+    started = clock()
     await limits.admit(0, "POST", "/channels/2/messages")
-    assert time.monotonic() - started < 0.15
+    assert clock() - started == pytest.approx(limits.window / limits.global_limit)
 
 
 async def test_the_global_limit_spaces_requests_and_workers_take_turns() -> None:
-    limits = RestLimits(10, margin=0.0)
+    clock = virtual_clock()
+    limits = RestLimits(10, margin=0.0, clock=clock)
     order: list[int] = []
     times: list[float] = []
 
     async def send(worker: int, channel: int) -> None:
         admission = await limits.admit(worker, "GET", f"/channels/{channel}")
         order.append(worker)
-        times.append(time.monotonic())
+        times.append(clock())
         limits.settle(admission, 200, {})
 
     # Worker 0 asks for 15 first, worker 1 for 5 after it: worker 1 is not served last.
@@ -97,57 +102,62 @@ async def test_the_global_limit_spaces_requests_and_workers_take_turns() -> None
         *(send(0, channel) for channel in range(15)),
         *(send(1, channel) for channel in range(100, 105)),
     )
-    # Never more than 10 in a second; spaced a tenth of a second apart on average (a gate
-    # running late may catch up a few slots, never past the window).
-    assert all(later - earlier >= 0.95 for earlier, later in zip(times, times[10:], strict=False))
-    assert 1.8 <= times[-1] - times[0] < 2.5
+    # Never more than 10 in a second: a tenth of a second apart (on virtual time, never late).
+    assert times == pytest.approx([times[0] + 0.1 * n for n in range(20)])
     assert order[1:11] == [0, 1] * 5  # after the first, the two workers alternate
 
 
 async def test_a_shared_429_pauses_every_major_of_the_route_and_asks_for_a_retry() -> None:
-    limits = RestLimits(50)
+    clock = virtual_clock()
+    limits = RestLimits(50, clock=clock)
     admission = await limits.admit(0, "POST", "/channels/1/messages")
     shared = {**headers(5, 4, 1.0), "X-RateLimit-Scope": "shared", "Retry-After": "0.3"}
     assert limits.settle(admission, 429, shared)
-    started = time.monotonic()
+    started = clock()
     await limits.admit(1, "POST", "/channels/2/messages")  # another channel, the same route
-    assert time.monotonic() - started >= 0.25
+    assert clock() - started == pytest.approx(0.3)
     assert limits.invalid_count() == 0  # shared 429s do not count towards a ban
     assert limits.routes["POST /channels/{channel_id}/messages"].got_429 == 1
 
 
 async def test_a_global_429_pauses_everything() -> None:
-    limits = RestLimits(50)
+    clock = virtual_clock()
+    limits = RestLimits(50, clock=clock)
     admission = await limits.admit(0, "GET", "/users/@me")
     assert limits.settle(admission, 429, {"X-RateLimit-Global": "true", "Retry-After": "0.3"})
-    started = time.monotonic()
+    started = clock()
     await limits.admit(1, "GET", "/guilds/1")
-    assert time.monotonic() - started >= 0.25
+    assert clock() - started == pytest.approx(0.3)
     assert limits.invalid_count() == 1
 
 
 async def test_a_request_that_cannot_get_a_turn_in_time_is_refused_with_the_reason() -> None:
-    limits = RestLimits(50, max_wait=0.2)
+    clock = virtual_clock()
+    limits = RestLimits(50, max_wait=0.2, clock=clock)
     admission = await limits.admit(0, "POST", "/channels/1/messages")
     limits.settle(admission, 200, headers(limit=1, remaining=0, reset_after=30))
-    started = time.monotonic()
+    started = clock()
     with pytest.raises(GateRefusal, match="is spent until its reset: not within 0 s"):
         await limits.admit(0, "POST", "/channels/1/messages")
-    assert time.monotonic() - started < 0.15  # refused at once: the reset is past the deadline
+    assert clock() == started  # refused at once: the reset is past the deadline
     assert limits.refused == 1
 
 
 async def test_invalid_requests_slow_the_gate_down_then_stop_it_before_a_ban() -> None:
-    limits = RestLimits(50, invalid_limit=20, slowdown_at=0.5, refuse_at=0.9, margin=0.0)
+    clock = virtual_clock()
+    limits = RestLimits(
+        50, invalid_limit=20, slowdown_at=0.5, refuse_at=0.9, margin=0.0, clock=clock
+    )
     for channel in range(10):
         admission = await limits.admit(0, "GET", f"/channels/{channel}")
         limits.settle(admission, 403, {})
     assert limits.invalid_count() == 10
-    started = time.monotonic()
-    for channel in range(100, 111):  # 10 a second now: the eleventh waits
+    times: list[float] = []
+    for channel in range(100, 111):  # 10 a second now, not 50: the eleventh waits a second
         admission = await limits.admit(0, "GET", f"/channels/{channel}")
+        times.append(clock())
         limits.settle(admission, 200, {})
-    assert time.monotonic() - started >= 0.9
+    assert times[10] - times[0] >= 1.0 - 1e-9
     for channel in range(8):
         admission = await limits.admit(0, "GET", f"/guilds/{channel}")
         limits.settle(admission, 401, {})
@@ -156,31 +166,33 @@ async def test_invalid_requests_slow_the_gate_down_then_stop_it_before_a_ban() -
 
 
 async def test_routes_that_discord_says_share_a_bucket_share_its_limit() -> None:
-    limits = RestLimits(50)
+    clock = virtual_clock()
+    limits = RestLimits(50, clock=clock)
     first = await limits.admit(0, "GET", "/channels/1/messages/5")
     limits.settle(first, 200, headers(limit=1, remaining=0, reset_after=0.3, bucket="same"))
+    window_ends = clock() + 0.3
     other = await limits.admit(0, "PATCH", "/channels/1/messages/5")
     limits.settle(other, 200, headers(limit=1, remaining=0, reset_after=0.3, bucket="same"))
-    started = time.monotonic()
     await limits.admit(0, "GET", "/channels/1/messages/6")
-    assert time.monotonic() - started >= 0.25
+    assert clock() == pytest.approx(window_ends)  # the first route's window, not its own
 
 
 async def test_each_new_window_learns_its_end_from_its_first_answer() -> None:
-    limits = RestLimits(50)
+    clock = virtual_clock()
+    limits = RestLimits(50, clock=clock)
     first = await limits.admit(0, "POST", "/channels/1/messages")
     limits.settle(first, 200, headers(limit=1, remaining=0, reset_after=0.2))
     for _ in range(3):  # window after window: each waits for the previous one's end
-        started = time.monotonic()
+        started = clock()
         admission = await asyncio.wait_for(limits.admit(0, "POST", "/channels/1/messages"), 1)
-        assert time.monotonic() - started >= 0.15
+        assert clock() - started == pytest.approx(0.2)
         limits.settle(admission, 200, headers(limit=1, remaining=0, reset_after=0.2))
 
 
 async def test_tables_stay_bounded_under_made_up_paths_and_one_time_tokens(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    limits = RestLimits(10_000, margin=0.0)
+    limits = RestLimits(10_000, margin=0.0, clock=virtual_clock())
     most = 0
     for n in range(3 * MAX_ROUTES):
         # an interaction token per call, a reaction per emoji, a path nobody uses

@@ -1,4 +1,5 @@
-"""Simulated traffic: a deterministic plan of user events, and a generator that sends it."""
+"""Simulated traffic: a deterministic plan of user events, and a generator that sends it. The
+generator's tests run on virtual time: ``advance`` moves the clock without waiting."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import ast
 import asyncio
 import operator
 import re
+import time
 from collections import Counter
 from collections.abc import Callable
 from fractions import Fraction
@@ -22,6 +24,7 @@ from simulator.stats import Stats
 from simulator.traffic import (
     DEFAULT_CONTENTS,
     DEFAULT_MIX,
+    TICK,
     UNICODE_EMOJI,
     TrafficEvent,
     TrafficGenerator,
@@ -29,6 +32,9 @@ from simulator.traffic import (
     TrafficSpec,
 )
 from simulator.world import World, guild_of
+from tests.virtual_time import advance, virtual_clock
+
+pytestmark = pytest.mark.virtual_time
 
 ALL_INTENTS = (1 << 26) - 1
 CUSTOM_EMOJI = re.compile(r"<(a?):(\w+):(\d+)>")
@@ -274,7 +280,9 @@ class Collector:
         self.frames.append(frame)
 
 
-def simulator(world: World) -> tuple[TrafficGenerator, Collector, Stats]:
+def simulator(
+    world: World, clock: Callable[[], float]
+) -> tuple[TrafficGenerator, Collector, Stats]:
     """A generator wired to a real gateway and message log, with one session on shard 0 of 1."""
     stats = Stats()
     payloads = PayloadFactory(world)
@@ -284,12 +292,19 @@ def simulator(world: World) -> tuple[TrafficGenerator, Collector, Stats]:
     collector = Collector()
     session.outbox = collector
     gateway.sessions.add(session)
-    return TrafficGenerator(world, payloads, gateway, messages), collector, stats
+    return TrafficGenerator(world, payloads, gateway, messages, clock), collector, stats
+
+
+async def turns(count: int) -> None:
+    """Let the loop turn ``count`` times. A run at rate 0 sends a batch a turn and waits on no
+    timer: while it runs virtual time stands still, so a test moves it on in turns."""
+    for _ in range(count):
+        await asyncio.sleep(0)
 
 
 async def test_a_counted_run_sends_exactly_that_many_dispatches() -> None:
     world = World(seed=1, guild_count=20)
-    generator, collector, stats = simulator(world)
+    generator, collector, stats = simulator(world, virtual_clock())
     generator.start(TrafficSpec(rate=0, count=500, seed=2))
     await generator.wait(10)
 
@@ -323,21 +338,28 @@ async def test_a_counted_run_sends_exactly_that_many_dispatches() -> None:
 
 async def test_a_timed_run_sends_at_its_rate_and_stops_on_its_own() -> None:
     world = World(seed=1, guild_count=20)
-    generator, collector, _ = simulator(world)
+    generator, collector, _ = simulator(world, virtual_clock())
     generator.start(TrafficSpec(rate=200, duration=0.3))
+    assert generator.status()["running"] is True
+    await advance(0.1)
+    sent = generator.status()["sent"]
+    assert isinstance(sent, int)
+    assert 20 - 2 * 200 * TICK <= sent <= 20  # paced, a tick behind at most, never ahead
+    await advance(0.19)
     assert generator.status()["running"] is True
     await generator.wait(10)
     status = generator.status()
     assert status["running"] is False
-    sent = status["sent"]
-    assert isinstance(sent, int)
-    assert 0 < sent <= 60  # never more than rate x duration
-    assert len(collector.frames) == sent
+    elapsed = status["elapsed"]
+    # It ends at the first tick with nothing left due: its last events' tick and one more.
+    assert isinstance(elapsed, float) and 0.3 <= elapsed <= 0.3 + 2 * TICK
+    assert status["sent"] in (59, 60)  # rate x duration, less a rounding
+    assert len(collector.frames) == status["sent"]
 
 
 async def test_one_run_at_a_time_stop_is_idempotent_and_a_new_run_starts_afresh() -> None:
     world = World(seed=1, guild_count=20)
-    generator, _, _ = simulator(world)
+    generator, _, _ = simulator(world, virtual_clock())
     await generator.stop()  # nothing running: nothing to do
     generator.start(TrafficSpec(rate=1000))
     with pytest.raises(RuntimeError, match="already running"):
@@ -356,7 +378,7 @@ async def test_one_run_at_a_time_stop_is_idempotent_and_a_new_run_starts_afresh(
 
 
 def test_start_needs_a_running_loop() -> None:
-    generator, _, _ = simulator(World(seed=1, guild_count=2))
+    generator, _, _ = simulator(World(seed=1, guild_count=2), time.monotonic)
     with pytest.raises(RuntimeError):
         generator.start(TrafficSpec())
     assert generator.status() == {
@@ -371,25 +393,30 @@ def test_start_needs_a_running_loop() -> None:
 
 async def test_guilds_removed_mid_run_are_skipped_and_an_empty_world_idles() -> None:
     world = World(seed=1, guild_count=40)
-    generator, collector, _ = simulator(world)
-    generator.start(TrafficSpec(rate=0))
-    await asyncio.sleep(0.02)
+    generator, collector, _ = simulator(world, virtual_clock())
+    generator.start(TrafficSpec(rate=0, count=5_000))
+    await turns(2)
     removed = set(world.guild_ids[:20])
     for guild_id in removed:
         world.remove_guild(guild_id)
     before = len(collector.frames)
-    await asyncio.sleep(0.02)
+    await turns(2)
+    assert len(collector.frames) > before
     for frame in collector.frames[before:]:
         assert int(msgspec.json.decode(frame)["d"]["guild_id"]) not in removed
     for guild_id in list(world.guild_ids):
         world.remove_guild(guild_id)
-    await asyncio.sleep(0.03)
     idle = generator.status()
-    assert idle["running"] is True and idle["error"] is None
-    await asyncio.sleep(0.03)
+    # An idle run waits a tick at a time, which lets virtual time pass (one that spun instead
+    # would hold it still, and this would not return).
+    await advance(1.0)
+    assert generator.status()["running"] is True and generator.status()["error"] is None
     assert generator.status()["sent"] == idle["sent"]
-    world.add_guild()
-    await asyncio.sleep(0.03)
-    assert generator.status()["sent"] != idle["sent"], "traffic resumes in a new guild"
-    await generator.stop()
+    added = world.add_guild()
+    await generator.wait(10)  # traffic resumes in the new guild at the next tick
+    assert generator.status()["sent"] == 5_000
     assert generator.status()["error"] is None
+    sent = idle["sent"]
+    assert isinstance(sent, int)
+    for frame in collector.frames[sent:]:
+        assert int(msgspec.json.decode(frame)["d"]["guild_id"]) == added
