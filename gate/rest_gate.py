@@ -15,8 +15,8 @@ ones (big uploads) are streamed and a 429 on them goes back to hikari, which ret
 are never logged: they carry the bot token.
 
 It runs in its own process (supervised by the master like the workers, on a listening socket
-the master keeps across restarts), not in the master's event loop: see the README's REST gate
-section for the measurement behind that.
+the master keeps across restarts), not in the master's event loop: docs/rest-gate.md gives the
+measurement behind that.
 """
 
 from __future__ import annotations

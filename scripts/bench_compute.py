@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from scripts.bench_routing import launch_master, reply, stop_master, wait_ready  # noqa: E402
 from sharder.control import call  # noqa: E402
-from sharder.workers import ROUND_TRIPS_KEPT  # noqa: E402
+from sharder.lifecycle import ROUND_TRIPS_KEPT  # noqa: E402
 from simulator.child import call_control  # noqa: E402
 from simulator.world import EMOJI_BASE  # noqa: E402
 from worker import compute_emoji, compute_math  # noqa: E402

@@ -27,8 +27,9 @@ from protocol.messages import (
     HeartbeatAck,
     ReplyError,
 )
+from sharder.lifecycle import ChildHandle
 from sharder.status import ComputePoolStatus
-from sharder.workers import ChildHandle, ComputeHandle, WorkerHandle
+from sharder.workers import ComputeHandle, WorkerHandle
 
 log = logging.getLogger("sharder.compute")
 

@@ -5,8 +5,8 @@ the answer comes back the same way, found by its nonce (unique across processes,
 ``child.link``). A ``COMMAND_BROADCAST`` goes to every worker and its answers are gathered into
 one outcome per shard. Whatever happens, the asker gets one answer: the target's, or an error at
 once when the target is down, or an error at the deadline, or an error the moment the target
-dies. Compute requests and messages that are not requests (heartbeat acks, shard reports) go
-to the supervisor.
+dies. Compute requests go to the compute pool, state messages to the state service, and what a
+worker says about itself (heartbeat acks, shard reports, identifies) to its ``WorkerReports``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Protocol
 import msgspec
 
 from protocol import AnyMessage, Connection, Frame, RoutingTable
+from protocol.clock import Clock
 from protocol.connection import Receiver
 from protocol.deadlines import DeadlineWheel
 from protocol.messages import (
@@ -43,6 +44,8 @@ from protocol.messages import (
     StateSync,
     StateUpdate,
 )
+from sharder.compute_pool import ComputePool
+from sharder.state_service import StateService
 from sharder.workers import WorkerHandle
 
 log = logging.getLogger("sharder.router")
@@ -51,19 +54,13 @@ ANSWERS = (ReplyOk, ReplyError)  # a tuple: ``A | B`` in isinstance builds a uni
 
 
 class WorkerReports(Protocol):
-    """What the router hands to the supervisor: everything a worker says that is not a request."""
+    """Where the router hands what a worker says about itself (its health, its shards)."""
 
     def on_heartbeat_ack(self, handle: WorkerHandle, ack: HeartbeatAck) -> None: ...
     def on_shard_ready(self, handle: WorkerHandle, ready: ShardReady) -> None: ...
     def on_shard_disconnect(self, handle: WorkerHandle, disconnect: ShardDisconnect) -> None: ...
     def on_identify_request(self, handle: WorkerHandle, request: IdentifyRequest) -> None: ...
     def on_identify_sent(self, handle: WorkerHandle, sent: IdentifySent) -> None: ...
-    def on_state_update(self, handle: WorkerHandle, update: StateUpdate) -> None: ...
-    def on_state_sync(self, handle: WorkerHandle, request: StateSync) -> None: ...
-    def on_state_fetch(self, handle: WorkerHandle, request: StateFetch) -> None: ...
-    def on_compute_request(
-        self, handle: WorkerHandle, request: ComputeRequest, frame: Frame
-    ) -> None: ...
 
 
 @dataclass(slots=True)
@@ -81,15 +78,25 @@ class Gathered:
 
 class Router:
     def __init__(
-        self, table: RoutingTable, workers: Mapping[int, WorkerHandle], reports: WorkerReports
+        self,
+        table: RoutingTable,
+        workers: Mapping[int, WorkerHandle],
+        reports: WorkerReports,
+        state: StateService,
+        pool: ComputePool,
+        clock: Clock = time.monotonic,
     ) -> None:
         self.table = table
         self.workers = workers
         self.reports = reports
+        self.state = state
+        self.pool = pool
         self.pending: dict[int, Forwarded | Gathered] = {}
         self.routed = 0
-        self._deadlines: DeadlineWheel[int] = DeadlineWheel(self._expire)
+        self._clock = clock
+        self._deadlines: DeadlineWheel[int] = DeadlineWheel(self._expire, clock=clock)
         self._loop = asyncio.get_running_loop()
+        self._draining: set[asyncio.Task[None]] = set()  # askers paused until a target drains
 
     def receiver(self, handle: WorkerHandle) -> Receiver:
         """The read-path callback of one worker's connection."""
@@ -134,7 +141,7 @@ class Router:
         elif isinstance(message, CommandBroadcast):
             self._gather(handle, message, frame)
         elif isinstance(message, ComputeRequest):
-            self.reports.on_compute_request(handle, message, frame)
+            self.pool.submit(handle, message, frame)
         elif isinstance(message, HeartbeatAck):
             self.reports.on_heartbeat_ack(handle, message)
         elif isinstance(message, ShardReady):
@@ -146,11 +153,11 @@ class Router:
         elif isinstance(message, IdentifySent):
             self.reports.on_identify_sent(handle, message)
         elif isinstance(message, StateUpdate):
-            self.reports.on_state_update(handle, message)
+            self.state.on_update(handle, message)
         elif isinstance(message, StateSync):
-            self.reports.on_state_sync(handle, message)
+            self.state.on_sync(handle, message)
         elif isinstance(message, StateFetch):
-            self.reports.on_state_fetch(handle, message)
+            self.state.on_fetch(handle, message)
         else:
             kind = type(message).__struct_config__.tag
             log.warning("worker %d sent %s, which the master does not take", handle.id, kind)
@@ -243,7 +250,7 @@ class Router:
         self._answer(route.origin, ReplyOk(nonce=nonce, payload=outcomes))
 
     def _expired(self, origin: WorkerHandle, request: Request) -> bool:
-        if request.deadline > time.monotonic():
+        if request.deadline > self._clock():
             return False
         self._answer(origin.id, self._error(request.nonce, "timeout", "the deadline had passed"))
         return True
@@ -262,7 +269,11 @@ class Router:
         if not target_connection.writable and origin_connection is not None:
             # The target is behind: stop reading the asker until it catches up.
             origin_connection.pause_reading()
-            self._loop.create_task(self._resume_when_drained(origin_connection, target_connection))
+            task = self._loop.create_task(
+                self._resume_when_drained(origin_connection, target_connection)
+            )
+            self._draining.add(task)
+            task.add_done_callback(self._draining.discard)
 
     @staticmethod
     async def _resume_when_drained(origin: Connection, target: Connection) -> None:

@@ -11,17 +11,11 @@ from typing import Literal
 import msgspec
 
 from protocol.messages import RouteReport, ShardState
+from sharder.lifecycle import ChildState
 
-WorkerState = Literal[
-    "spawning",  # process started, hello not yet received
-    "starting",  # connected; its shards are connecting
-    "ready",  # every shard it owns is ready
-    "busy",  # shown for a serving worker whose loop has not turned for a heartbeat or more
-    "stopping",  # asked to stop
-    "backoff",  # died; waiting to be restarted
-    "failed",  # restarted too often within the crash-loop window; left down
-    "stopped",
-]
+# A child's state as shown: its life's (``lifecycle``), or "busy" for a serving worker whose
+# loop has not turned for a heartbeat or more.
+WorkerState = ChildState | Literal["busy"]
 
 
 class WorkerStatus(msgspec.Struct, kw_only=True):

@@ -1,19 +1,14 @@
 """The supervisor: one loop that keeps every child process alive; the master's signal handler.
 
 Each pass of the loop (at least once per heartbeat interval, at once when something happens)
-reaps workers that exited, pings the living, kills the hung, and starts the restarts that are
-due. A process exit is seen the moment it happens through the process sentinel; a hang is seen
-after ``heartbeat_misses`` unanswered pings. Restarts back off exponentially, and a worker that
-exits more than ``crash_loop_restarts`` times within ``crash_loop_window`` is left failed while
-the others keep serving. Children are the shard workers and the compute workers; they differ
-in what they are spawned with and whom their messages go to (the router, the compute pool);
-the REST gate is a child too, on a listening socket the master keeps, so that its port (the
-workers' REST base) outlives its restarts.
-
-    spawning --hello--> starting --all shards ready--> ready
-        \\                   \\                         /
-         `---- exit / hang ---`-----> backoff -------'--> (restart) spawning
-                                          `--crash loop--> failed
+reaps the children that exited, pings the living, kills the hung, starts the restarts that are
+due, and reports to systemd. A process exit is seen the moment it happens through the process
+sentinel; a hang after ``heartbeat_misses`` unanswered pings or a loop stalled for
+``loop_stall_timeout``. Restarts back off exponentially, and a child that exits more than
+``crash_loop_restarts`` times within ``crash_loop_window`` is left failed while the others keep
+serving. Every child is handled the same way; what differs by kind (shard worker, compute
+worker, REST gate) is in its ``ChildKind``, and a child's state moves only along the edges of
+``lifecycle``.
 """
 
 from __future__ import annotations
@@ -30,79 +25,45 @@ import socket
 import sqlite3
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from child.runtime import EXIT_UNUSABLE, ChildStart, run_child
-from gate.spec import RestGateSpec
+from child.runtime import EXIT_UNUSABLE, run_child
 from protocol import (
     PROTOCOL_VERSION,
-    AnyMessage,
-    Connection,
     ConnectionClosed,
-    Frame,
     RoutingTable,
     open_connection,
     socket_from_pipe,
 )
-from protocol.connection import Receiver
-from protocol.messages import (
-    ComputeRequest,
-    Heartbeat,
-    HeartbeatAck,
-    Hello,
-    IdentifyGrant,
-    IdentifyRequest,
-    IdentifySent,
-    ReplyError,
-    RestGateReport,
-    ShardDisconnect,
-    ShardHealth,
-    ShardReady,
-    ShardState,
-    StateFetch,
-    StateSync,
-    StateUpdate,
-)
+from protocol.messages import Heartbeat, HeartbeatAck, Hello
 from sharder import gateway_info
 from sharder.compute_pool import ComputePool
 from sharder.config import Config
 from sharder.identify import IdentifyGate
-from sharder.router import Router
+from sharder.kinds import ChildKind, ComputeWorkers, Discord, RestGateChild
+from sharder.lifecycle import ChildHandle
+from sharder.shard_workers import ShardWorkers, worker_statuses
 from sharder.state_service import StateService
 from sharder.status import SharderStatus
 from sharder.store import StateStore, StoreError
-from sharder.systemd import Notifier
-from sharder.workers import ChildHandle, ComputeHandle, RestGateHandle, WorkerHandle
-from worker.spec import ComputeSpec, WorkerSpec
+from sharder.systemd import Notifier, ServiceReporter
+from sharder.workers import ComputeHandle, RestGateHandle, WorkerHandle
+
+__all__ = ["Discord", "Supervisor"]
 
 log = logging.getLogger("sharder.supervisor")
 
-# Workers must not inherit a running event loop (fork would): spawn starts a fresh interpreter.
+# Children must not inherit a running event loop (fork would): spawn starts a fresh interpreter.
 SPAWN = multiprocessing.get_context("spawn")
 STOP_POLL = 0.05
 # A signal sent to a process group reaches the master twice at once; a second stop is a person
 # pressing Ctrl-C again, later than this.
 SIGNAL_DEBOUNCE = 0.5
-# How often a child refreshes its liveness stamps, per heartbeat interval: a stopped process is
-# seen within a quarter beat of the heartbeat_misses'.
-LIVENESS_STAMPS_PER_BEAT = 4
-POISON_WINDOW = 10.0  # a process dying this soon after a handover drops the sessions
 
 
-@dataclass(frozen=True, slots=True)
-class Discord:
-    """Where the workers connect, and as whom."""
-
-    token: str
-    api_url: str
-    intents: int
-    simulated: bool
-    identify_window: float  # Discord's is 5 s; the simulator's may be shorter
-    session_period: float  # Discord's session budget refills daily; the simulator's may sooner
-    custom_emoji_url: str  # CDN bases the compute workers fetch emoji images from
-    unicode_emoji_url: str
+class CannotStart(Exception):
+    """What the master needs before its first child is missing; the message says what."""
 
 
 class Supervisor:
@@ -111,7 +72,7 @@ class Supervisor:
     ) -> None:
         self.config = config
         self.discord = discord
-        self.worker_log_level = worker_log_level or config.log_level
+        self.log_level = worker_log_level or config.log_level
         sharding = config.sharding
         self.table = RoutingTable.contiguous(sharding.shards, sharding.workers)
         backoff = config.supervisor.restart_backoff
@@ -123,7 +84,12 @@ class Supervisor:
             compute_id: ComputeHandle(compute_id, backoff)
             for compute_id in range(config.compute.workers or os.cpu_count() or 1)
         }
-        self.rest_gate: RestGateHandle | None = None  # made with its socket, in run()
+        self.pool = ComputePool(self.compute, self.workers, config.compute.queue_size, self)
+        # Made at start-up, once Discord said its limits and the store is open.
+        self.kinds: dict[ChildHandle, ChildKind[Any]] = {}  # every child, and its kind
+        self.shard_workers: ShardWorkers | None = None
+        self.rest_gate: RestGateHandle | None = None
+        self.state_service: StateService | None = None
         self._rest_listener: socket.socket | None = None
         self.state: Literal["starting", "running", "stopping"] = "starting"
         self.started_at = time.monotonic()
@@ -136,39 +102,30 @@ class Supervisor:
         self._heartbeat_nonce = 0
         self._exited: set[ChildHandle] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self.router: Router
-        self.pool = ComputePool(self.compute, self.workers, config.compute.queue_size, self)
-        self.gate: IdentifyGate | None = None  # made once Discord said its limits
-        self.state_service: StateService | None = None  # made once the store is open
         # Called once per loop pass, e.g. to restart a supervised simulator.
         self.on_tick: Callable[[], None] = lambda: None
-        self.notifier = Notifier()
-        self._notified_ready = False
-        self._notified_status = ""
-        self._next_watchdog = 0.0
+        self.service = ServiceReporter(Notifier())
         # Start-up, for the status: spawn to every worker's hello, and to every shard ready.
         self.connected_after: float | None = None
         self.ready_after: float | None = None
 
-    # -- the loop ----------------------------------------------------------------------------
+    # -- start-up --------------------------------------------------------------------------------
 
-    async def run(self) -> int:
-        loop = asyncio.get_running_loop()
-        self.router = Router(self.table, self.workers, self)
+    async def _start_up(self) -> None:
+        """Discord's limits, the state store and the REST gate's socket; then the children."""
         try:
             max_concurrency, budget = await gateway_info.fetch(
                 self.discord.api_url, self.discord.token, self.discord.session_period
             )
         except gateway_info.GatewayUnavailable as error:
-            log.error("cannot start: %s", error)
-            return 1
-        self.gate = IdentifyGate(max_concurrency, self.discord.identify_window, budget)
+            raise CannotStart(f"cannot start: {error}") from None
+        identify = IdentifyGate(max_concurrency, self.discord.identify_window, budget)
         store = StateStore(Path(self.config.state.path))
         try:
             store.open()
         except (StoreError, sqlite3.Error) as error:
-            log.error("cannot open the state store %s: %s", self.config.state.path, error)
-            return 1
+            path = self.config.state.path
+            raise CannotStart(f"cannot open the state store {path}: {error}") from None
         self.state_service = StateService(store, self.table, self.workers)
         log.info(
             "identify gate: %d buckets, %.1f s window, %d of %d sessions left",
@@ -177,22 +134,63 @@ class Supervisor:
             budget.remaining,
             budget.total,
         )
+        kinds: list[ChildKind[Any]] = []
         if self.config.rest.gate:
-            try:
-                self._rest_listener = socket.create_server(("127.0.0.1", self.config.rest.port))
-            except OSError as error:
-                log.error("cannot listen for the REST gate: %s", error)
-                return 1
-            port = self._rest_listener.getsockname()[1]
-            self.rest_gate = RestGateHandle(
-                self.config.supervisor.restart_backoff,
-                f"http://127.0.0.1:{port}",
-                secrets.token_urlsafe(24),
-            )
+            kinds.append(self._rest_gate_child())
+        self.shard_workers = ShardWorkers(
+            self.table,
+            self.workers,
+            self.config,
+            self.log_level,
+            discord=self.discord,
+            identify=identify,
+            state=self.state_service,
+            pool=self.pool,
+            rest_gate=self.rest_gate,
+            on_heartbeat_ack=self.on_heartbeat_ack,
+            wake=self.wake,
+        )
+        kinds.append(self.shard_workers)
+        compute = list(self.compute.values())
+        kinds.append(ComputeWorkers(compute, self.config, self.log_level, self.discord, self.pool))
+        self.kinds = {handle: kind for kind in kinds for handle in kind.handles}
+
+    def _rest_gate_child(self) -> RestGateChild:
+        try:
+            listener = socket.create_server(("127.0.0.1", self.config.rest.port))
+        except OSError as error:
+            raise CannotStart(f"cannot listen for the REST gate: {error}") from None
+        self._rest_listener = listener
+        # The secret is new each run and known only to the master, the gate and the workers.
+        self.rest_gate = RestGateHandle(
+            self.config.supervisor.restart_backoff,
+            f"http://127.0.0.1:{listener.getsockname()[1]}",
+            secrets.token_urlsafe(24),
+        )
+        return RestGateChild(
+            self.rest_gate,
+            self.config,
+            self.log_level,
+            self.discord,
+            listener,
+            len(self.workers),
+            self.on_heartbeat_ack,
+        )
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        try:
+            await self._start_up()
+        except CannotStart as error:
+            log.error("%s", error)
+            await self._close()
+            return 1
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self._on_signal, signum)
         try:
-            for child in self._children():
+            for child in self.kinds:
                 self._spawn(child)
             while not self._stop_requested:
                 with contextlib.suppress(TimeoutError):
@@ -205,10 +203,7 @@ class Supervisor:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
             self._kill_all()
-            if self._rest_listener is not None:
-                self._rest_listener.close()
-            if self.state_service is not None:
-                await self.state_service.store.close()
+            await self._close()
         return self.exit_code
 
     def _tick(self) -> None:
@@ -218,64 +213,39 @@ class Supervisor:
         self._exited.clear()
         if now >= self._next_heartbeat:
             self._heartbeat(now)
-        for child in self._children():
+        for child in self.kinds:
             if (
                 child.state == "backoff"
                 and child.restart_at is not None
                 and now >= child.restart_at
             ):
                 self._spawn(child)
-        if self.connected_after is None and all(h.serving for h in self.workers.values()):
+        workers = self.workers.values()
+        if self.connected_after is None and all(handle.serving for handle in workers):
             self.connected_after = now - self.started_at
-        if self.state == "starting" and all(
-            h.state in ("ready", "failed") for h in self.workers.values()
-        ):
+        if self.state == "starting" and all(h.state in ("ready", "failed") for h in workers):
             self.state = "running"
             self.ready_after = now - self.started_at
             log.info("all shards ready after %.1f s", self.ready_after)
-        if self.notifier.enabled:
-            self._notify(now)
+        if self.service.notifier.enabled:
+            self.service.report(self.status(), now)
         self.on_tick()
-
-    def _children(self) -> list[ChildHandle]:
-        gate = [self.rest_gate] if self.rest_gate is not None else []
-        return [*gate, *self.workers.values(), *self.compute.values()]
 
     def _until_next_duty(self) -> float:
         """How long the loop may sleep: until the next heartbeat, watchdog ping or restart."""
         wake_at = self._next_heartbeat
-        if self.notifier.watchdog_interval is not None:
-            wake_at = min(wake_at, self._next_watchdog)
-        for child in self._children():
+        watchdog = self.service.next_watchdog()
+        if watchdog is not None:
+            wake_at = min(wake_at, watchdog)
+        for child in self.kinds:
             if child.state == "backoff" and child.restart_at is not None:
                 wake_at = min(wake_at, child.restart_at)
         return max(0.0, wake_at - time.monotonic())
 
-    def _notify(self, now: float) -> None:
-        """systemd: READY once every shard is, STATUS as it changes, WATCHDOG from this loop."""
-        status = self.status()
-        ready = status.ready_shards
-        line = (
-            f"{ready}/{status.shard_count} shards ready, "
-            f"{sum(w.state == 'ready' for w in status.workers)}/{len(status.workers)} workers ready"
-        )
-        # A message that could not go out (systemd's queue full) is sent again next pass: a
-        # lost READY would have systemd give up on the start.
-        if not self._notified_ready and ready == status.shard_count:
-            self._notified_ready = self.notifier.ready(line)
-            if self._notified_ready:
-                self._notified_status = line
-        elif line != self._notified_status and self.notifier.status(line):
-            self._notified_status = line
-        interval = self.notifier.watchdog_interval
-        if interval is not None and now >= self._next_watchdog:
-            self.notifier.watchdog()
-            self._next_watchdog = now + interval
-
     def wake(self) -> None:
         self._wake.set()
 
-    # -- signals, stop and restart -------------------------------------------------------------
+    # -- signals, stop and restart ---------------------------------------------------------------
 
     def _on_signal(self, signum: int) -> None:
         now = time.monotonic()
@@ -301,38 +271,27 @@ class Supervisor:
             raise ValueError(f"no worker {worker_id}; workers are 0-{len(self.workers) - 1}")
         if self.state == "stopping":
             raise ValueError("the sharder is stopping")
+        if handle not in self.kinds:
+            raise ValueError("the sharder is starting")
         if handle.state in ("backoff", "failed", "stopped"):
-            handle.exits.clear()
-            handle.backoff = handle.first_backoff
+            handle.reset_backoff()
             self._spawn(handle)
             return f"worker {worker_id} started"
         handle.restart_requested = True
         # The sessions go to the next process: the old one exits without ending them.
-        self._ask_to_stop(
-            handle, "restart requested", resumable=self.config.supervisor.resume_sessions
+        self.kinds[handle].ask_to_stop(
+            handle, "restart requested", self.config.supervisor.resume_sessions
         )
-        return f"worker {worker_id} restarting"
-
-    def _ask_to_stop(self, handle: WorkerHandle, reason: str, resumable: bool) -> None:
-        """SHARD_DISCONNECT for all its shards; SIGKILL if it has not exited by the deadline."""
-        self._disconnect(handle, reason, resumable)
         process = handle.process
         if process is not None:
             self._later(self._kill_if_alive(process, self.config.supervisor.shutdown_timeout))
+        return f"worker {worker_id} restarting"
 
-    @staticmethod
-    def _disconnect(handle: ChildHandle, reason: str, resumable: bool) -> None:
-        """Tell a worker to disconnect all its shards and exit (keeping the sessions if
-        ``resumable``); a compute worker exits when its link closes."""
-        if handle.connection is None or not handle.connection.is_open:
-            return
-        if isinstance(handle, ComputeHandle | RestGateHandle):
-            handle.connection.close()
-        elif isinstance(handle, WorkerHandle):
-            message = ShardDisconnect(
-                shard_ids=list(handle.shard_ids), reason=reason, resumable=resumable
-            )
-            handle.connection.send_batch_nowait([message])
+    def replace(self, handle: ChildHandle, reason: str) -> None:
+        """Kill the child's process and start the next at once: not a crash, no backoff."""
+        handle.restart_requested = True
+        handle.transition("stopping")
+        self._kill(handle, reason)
 
     async def _kill_if_alive(
         self, process: multiprocessing.process.BaseProcess, after: float
@@ -344,11 +303,11 @@ class Supervisor:
 
     async def _shutdown(self) -> None:
         self.state = "stopping"
-        self.notifier.stopping("stopping: disconnecting the shards")
-        for child in self._children():
+        self.service.notifier.stopping("stopping: disconnecting the shards")
+        for child, kind in self.kinds.items():
             if child.process is not None:
-                child.state = "stopping"
-                self._disconnect(child, "shutdown", resumable=False)
+                child.transition("stopping")
+                kind.ask_to_stop(child, "shutdown", resumable=False)
         deadline = time.monotonic() + self.config.supervisor.shutdown_timeout
         while self._alive() and not self._force and time.monotonic() < deadline:
             # Exits and a second signal wake the loop; the poll also catches a missed sentinel.
@@ -360,16 +319,16 @@ class Supervisor:
         if stragglers:
             log.warning("killing %s: not stopped in time", ", ".join(map(str, stragglers)))
         self._kill_all()
-        for child in self._children():
-            child.state = "stopped"
+        for child in self.kinds:
+            child.transition("stopped")
             child.forget_process()
         log.info("stopped")
 
     def _alive(self) -> list[ChildHandle]:
-        return [c for c in self._children() if c.process is not None and c.process.is_alive()]
+        return [c for c in self.kinds if c.process is not None and c.process.is_alive()]
 
     def _kill_all(self) -> None:
-        for child in self._children():
+        for child in self.kinds:
             process = child.process
             if process is not None and process.is_alive():
                 process.kill()
@@ -377,97 +336,28 @@ class Supervisor:
                 process.join(timeout=5)
                 self._stop_watching(process)
 
-    # -- spawning and reaping ------------------------------------------------------------------
+    async def _close(self) -> None:
+        if self._rest_listener is not None:
+            self._rest_listener.close()
+        if self.state_service is not None:
+            await self.state_service.store.close()
+
+    # -- spawning and reaping --------------------------------------------------------------------
 
     def _spawn(self, handle: ChildHandle) -> None:
-        if handle.liveness is not None:
-            handle.liveness.reset()
+        kind = self.kinds[handle]
         parent_end, child_end = SPAWN.Pipe(duplex=True)
+        arguments = (*kind.start_arguments(handle), child_end)
         name = f"sharder-{handle.kind}-{handle.id}"
-        arguments: tuple[object, ...]
-        if isinstance(handle, WorkerHandle):
-            start = self._start("worker.shard_worker:serve", f"worker-{handle.id}")
-            arguments = (start, self._worker_spec(handle), child_end)
-        elif isinstance(handle, RestGateHandle):
-            start = self._start("gate.rest_gate:serve", "rest-gate")
-            arguments = (start, self._rest_gate_spec(handle), self._rest_listener, child_end)
-        else:
-            assert isinstance(handle, ComputeHandle)
-            start = self._start("worker.compute_worker:serve", f"compute-{handle.id}")
-            arguments = (start, self._compute_spec(handle), child_end)
         process = SPAWN.Process(target=run_child, args=arguments, name=name)
         process.start()
-        if isinstance(handle, ComputeHandle) and process.pid is not None:  # None only unstarted
-            lower_priority(process.pid, self.config.compute.niceness)
         child_end.close()
-        handle.process = process
-        handle.kill_reason = None
-        handle.state = "spawning"
-        handle.restart_at = None
-        handle.spawned_at = time.monotonic()
+        if process.pid is not None:  # None only for a process never started
+            kind.started(handle, process.pid)
+        handle.spawned(process, time.monotonic())
         asyncio.get_running_loop().add_reader(process.sentinel, self._on_exit, handle, process)
         log.info("%s spawned (pid %d)", handle, process.pid)
         self._later(self._connect(handle, process, parent_end))
-
-    def _start(self, entry: str, label: str) -> ChildStart:
-        return ChildStart(entry, label, os.getpid(), self.worker_log_level)
-
-    def _worker_spec(self, handle: WorkerHandle) -> WorkerSpec:
-        sessions = (
-            handle.sessions_to_resume(self.config.supervisor.replay_margin)
-            if self.config.supervisor.resume_sessions
-            else {}
-        )
-        handle.spawned_with_sessions = bool(sessions)
-        return WorkerSpec(
-            worker_id=handle.id,
-            shard_ids=tuple(handle.shard_ids),
-            shard_count=self.config.sharding.shards,
-            token=self.discord.token,
-            api_url=(
-                f"{self.rest_gate.url}/{self.rest_gate.secret}/w/{handle.id}/api/v10"
-                if self.rest_gate is not None
-                else self.discord.api_url
-            ),
-            entry_point=self.config.bot.entry_point,
-            intents=self.discord.intents,
-            request_timeout=self.config.supervisor.request_timeout,
-            compute_timeout=self.config.compute.task_timeout,
-            user_cache=self.config.state.user_cache,
-            liveness=handle.liveness,
-            liveness_period=self.config.supervisor.heartbeat_interval / LIVENESS_STAMPS_PER_BEAT,
-            sessions=sessions,
-            guild_counts=dict(handle.guild_counts),
-        )
-
-    def _rest_gate_spec(self, handle: RestGateHandle) -> RestGateSpec:
-        rest = self.config.rest
-        return RestGateSpec(
-            api_url=self.discord.api_url,
-            secret=handle.secret,
-            workers=len(self.workers),
-            global_limit=rest.global_limit,
-            max_wait=rest.max_wait,
-            invalid_limit=rest.invalid_limit,
-            slowdown_at=rest.slowdown_at,
-            refuse_at=rest.refuse_at,
-        )
-
-    def _compute_spec(self, handle: ComputeHandle) -> ComputeSpec:
-        compute = self.config.compute
-        return ComputeSpec(
-            compute_id=handle.id,
-            cpu_seconds=compute.cpu_seconds,
-            memory_bytes=compute.memory_mb * 1024 * 1024,
-            entry_point=compute.entry_point,
-            max_emoji=compute.max_emoji,
-            jumbo_height=compute.jumbo_height,
-            custom_emoji_url=self.discord.custom_emoji_url,
-            unicode_emoji_url=self.discord.unicode_emoji_url,
-            emoji_timeout=compute.emoji_timeout,
-            emoji_max_bytes=compute.emoji_max_bytes,
-            emoji_cache_bytes=compute.emoji_cache_mb * 1024 * 1024,
-        )
 
     async def _connect(
         self,
@@ -491,48 +381,23 @@ class Supervisor:
             connection.close()
             return
         handle.connection = connection
-        if isinstance(handle, WorkerHandle):
-            handle.state = "starting"
-            connection.deliver_to(self.router.receiver(handle))
-        elif isinstance(handle, ComputeHandle):
-            handle.state = "ready"
-            connection.deliver_to(self.pool.receiver(handle))
-            self.pool.worker_up(handle)
-        elif isinstance(handle, RestGateHandle):
-            handle.state = "ready"
-            connection.deliver_to(self._rest_gate_receiver(handle))
+        self.kinds[handle].connected(handle, connection)
         await connection.wait_closed()
-        if handle.process is not process or handle.stopping:
+        if handle.process is not process or handle.state == "stopping":
             return
         if isinstance(connection.error, ConnectionClosed):
-            # The worker closed its end: it is on its way out. Give it time to go on its own.
+            # The child closed its end: it is on its way out. Give it time to go on its own.
             self._later(self._kill_if_alive(process, self.config.supervisor.shutdown_timeout))
             return
-        # The worker sent what is not a frame: it cannot be trusted to carry on.
+        # The child sent what is not a frame: it cannot be trusted to carry on.
         log.error("%s link ended: %s; replacing it", handle, connection.error)
         self._kill(handle, f"link ended: {connection.error}")
-
-    def _rest_gate_receiver(self, handle: RestGateHandle) -> Receiver:
-        def receive(_: Connection, messages: list[AnyMessage], frames: list[Frame]) -> None:
-            for message in messages:
-                if isinstance(message, RestGateReport):
-                    handle.report = message
-                elif isinstance(message, HeartbeatAck):
-                    self.on_heartbeat_ack(handle, message)
-
-        return receive
 
     def _kill(self, handle: ChildHandle, reason: str) -> None:
         """Kill the child's process for ``reason``, which its exit will be reported with."""
         handle.kill_reason = reason
         if handle.process is not None:
             handle.process.kill()
-
-    def replace(self, handle: ChildHandle, reason: str) -> None:
-        """Kill the child's process and start the next at once: not a crash, no backoff."""
-        handle.restart_requested = True
-        handle.state = "stopping"
-        self._kill(handle, reason)
 
     def _on_exit(self, handle: ChildHandle, process: multiprocessing.process.BaseProcess) -> None:
         self._stop_watching(process)
@@ -552,64 +417,44 @@ class Supervisor:
         handle.last_exit = f"{handle.kill_reason} ({how})" if handle.kill_reason else how
         if handle.connection is not None:
             handle.connection.close()
-        # Killed by its own task's CPU limit: the task's doing, not a crash of the worker.
-        over_limit = (
-            isinstance(handle, ComputeHandle)
-            and handle.task is not None
-            and process.exitcode == -signal.SIGXCPU
-        )
         handle.forget_process()
-        if isinstance(handle, WorkerHandle):
-            self.router.worker_down(handle.id)
-            self.pool.origin_down(handle.id)
-            for shard_id in handle.shard_ids:
-                if self.gate is not None:
-                    self.gate.forget(shard_id)
-        elif isinstance(handle, ComputeHandle):
-            self.pool.worker_down(handle, over_limit)
-        if over_limit:
+        kind = self.kinds[handle]
+        if kind.exited(handle, process.exitcode):
             handle.restart_requested = True  # replaced at once, not counted toward a crash loop
         if process.exitcode == EXIT_UNUSABLE and not self._stop_requested:
             log.error("%s cannot run with what is installed (its log says why); stopping", handle)
             self.exit_code = 1
             self.request_stop()
         if self.state == "stopping" or self._stop_requested:
-            handle.state = "stopped"
-            return
-        if handle.restart_requested:
+            handle.transition("stopped")
+        elif handle.restart_requested:
             handle.restart_requested = False
             handle.restarts += 1
             log.info("%s stopped for its restart (%s)", handle, how)
             self._spawn(handle)
-            return
+        else:
+            self._after_crash(handle, kind, now)
+
+    def _after_crash(self, handle: ChildHandle, kind: ChildKind[Any], now: float) -> None:
+        """Back off before the next start, or give up on a crash loop."""
+        supervisor = self.config.supervisor
         lived = now - handle.spawned_at
-        if (
-            isinstance(handle, WorkerHandle)
-            and handle.spawned_with_sessions
-            and lived < POISON_WINDOW
-        ):
-            # Died right after taking the sessions over: what Discord replayed may be what
-            # killed it, and would again. The next process starts new sessions.
-            log.warning(
-                "worker %d died %.1f s after resuming; its next start identifies", handle.id, lived
-            )
-            handle.session_history.clear()
-        if lived > self.config.supervisor.restart_backoff_max:
+        kind.crashed(handle, lived)
+        if lived > supervisor.restart_backoff_max:
             handle.backoff = handle.first_backoff  # it ran a good while: not a loop
-        recent = handle.count_exit(now, self.config.supervisor.crash_loop_window)
-        if recent > self.config.supervisor.crash_loop_restarts:
-            handle.state = "failed"
+        recent = handle.count_exit(now, supervisor.crash_loop_window)
+        if recent > supervisor.crash_loop_restarts:
+            handle.transition("failed")
             log.error(
                 "%s failed: %d exits within %.0f s (last: %s); it stays down",
                 handle,
                 recent,
-                self.config.supervisor.crash_loop_window,
+                supervisor.crash_loop_window,
                 handle.last_exit,
             )
-            if isinstance(handle, ComputeHandle):
-                self.pool.worker_down(handle)  # the queue may now have nobody to run it
+            kind.gave_up(handle)
             return
-        handle.state = "backoff"
+        handle.transition("backoff")
         handle.restarts += 1
         handle.restart_at = now + handle.backoff
         log.warning(
@@ -619,14 +464,15 @@ class Supervisor:
             handle.restarts,
             handle.backoff,
         )
-        handle.backoff = min(handle.backoff * 2, self.config.supervisor.restart_backoff_max)
+        handle.backoff = min(handle.backoff * 2, supervisor.restart_backoff_max)
 
-    # -- heartbeats ----------------------------------------------------------------------------
+    # -- heartbeats ------------------------------------------------------------------------------
 
     def _heartbeat(self, now: float) -> None:
-        interval = self.config.supervisor.heartbeat_interval
+        supervisor = self.config.supervisor
+        interval = supervisor.heartbeat_interval
         self._next_heartbeat = now + interval
-        for handle in self._children():
+        for handle in self.kinds:
             connection = handle.connection
             if (
                 connection is None
@@ -636,7 +482,9 @@ class Supervisor:
             ):
                 handle.unacked_heartbeats = 0
                 continue
-            hung = self._hung(handle, now)
+            hung = handle.hung(
+                now, interval, supervisor.heartbeat_misses, supervisor.loop_stall_timeout
+            )
             if hung is not None:
                 log.error("%s is %s; killing it", handle, hung)
                 self._kill(handle, hung)
@@ -647,127 +495,19 @@ class Supervisor:
                 [Heartbeat(nonce=self._heartbeat_nonce, deadline=now + interval, sent_at=now)]
             )
 
-    def _hung(self, handle: ChildHandle, now: float) -> str | None:
-        """Why the child counts as hung, if it does; notes a busy loop on the way.
-
-        A child with shared liveness stamps is hung when its process has been silent for
-        ``heartbeat_misses`` beats (stopped, or an interpreter that never lets go of the GIL),
-        or its loop has not turned for ``loop_stall_timeout``; a loop that has not turned for
-        less is busy, not hung (a large guild load, a slow handler). Other children are hung
-        when they leave ``heartbeat_misses`` pings unanswered.
-        """
-        supervisor = self.config.supervisor
-        misses = supervisor.heartbeat_misses
-        liveness = handle.liveness
-        if liveness is None:
-            if handle.unacked_heartbeats >= misses:
-                return f"hung: {handle.unacked_heartbeats} heartbeats unanswered"
-            return None
-        silent = liveness.silent_for(now)
-        if silent >= misses * supervisor.heartbeat_interval:
-            return f"hung: {misses} heartbeats unanswered (silent for {silent:.1f} s)"
-        stalled = liveness.stalled_for(now)
-        if stalled >= supervisor.loop_stall_timeout:
-            return f"hung: its event loop has not turned for {stalled:.0f} s"
-        busy = handle.busy_for(supervisor.heartbeat_interval) is not None
-        if busy != handle.seen_busy:
-            handle.seen_busy = busy
-            if busy:
-                log.info("%s is busy: its event loop has not turned for %.1f s", handle, stalled)
-            else:
-                log.info("%s is no longer busy", handle)
-        return None
-
-    # -- what workers report (the router's WorkerReports) --------------------------------------
-
     def on_heartbeat_ack(self, handle: ChildHandle, ack: HeartbeatAck) -> None:
         was = handle.state
         handle.record_ack(ack)
         if handle.state != was:
             self.wake()
 
-    def on_shard_ready(self, handle: WorkerHandle, ready: ShardReady) -> None:
-        log.info(
-            "shard %d ready on worker %d (%d guilds)",
-            ready.shard_id,
-            handle.id,
-            len(ready.guild_ids),
-        )
-        health = ShardHealth(
-            shard_id=ready.shard_id,
-            state="ready",
-            guilds=len(ready.guild_ids),
-            session_id=ready.session_id,
-            seq=ready.seq,
-            resume_url=ready.resume_url,
-        )
-        handle.set_shard_state(ready.shard_id, health)
-        handle.remember_session(health)
-        self.wake()
-
-    def on_shard_disconnect(self, handle: WorkerHandle, disconnect: ShardDisconnect) -> None:
-        for shard_id in disconnect.shard_ids:
-            log.warning("shard %d on worker %d: %s", shard_id, handle.id, disconnect.reason)
-            previous = handle.shards.get(shard_id)
-            guilds = previous.guilds if previous is not None else 0
-            state: ShardState = "resuming" if disconnect.resumable else "down"
-            health = ShardHealth(shard_id=shard_id, state=state, guilds=guilds)
-            handle.set_shard_state(shard_id, health)
-        self.wake()
-
-    def on_identify_request(self, handle: WorkerHandle, request: IdentifyRequest) -> None:
-        connection = handle.connection
-        shard_id = request.shard_id
-        if connection is None or self.gate is None:
-            return  # gone already, or not started: nobody to answer
-        if shard_id not in handle.shard_ids:
-            reason = f"shard {shard_id} is not worker {handle.id}'s (it has {handle.shard_ids})"
-            log.warning("refused an IDENTIFY: %s", reason)
-            connection.send_soon(ReplyError(nonce=request.nonce, code="invalid", message=reason))
-            return
-
-        def grant(expires_at: float) -> None:
-            if connection.is_open:
-                connection.send_soon(
-                    IdentifyGrant(nonce=request.nonce, shard_id=shard_id, expires_at=expires_at)
-                )
-
-        self.gate.request(shard_id, grant)
-
-    def on_identify_sent(self, handle: WorkerHandle, sent: IdentifySent) -> None:
-        if self.gate is not None and sent.shard_id in handle.shard_ids:
-            # Never later than now: a time to come would hold the bucket back for nothing.
-            self.gate.sent(sent.shard_id, min(sent.sent_at, time.monotonic()))
-
-    def on_state_update(self, handle: WorkerHandle, update: StateUpdate) -> None:
-        if self.state_service is not None:
-            self.state_service.on_update(handle, update)
-
-    def on_state_sync(self, handle: WorkerHandle, request: StateSync) -> None:
-        if self.state_service is not None:
-            self.state_service.on_sync(handle, request)
-
-    def on_state_fetch(self, handle: WorkerHandle, request: StateFetch) -> None:
-        if self.state_service is not None:
-            self.state_service.on_fetch(handle, request)
-
-    def on_compute_request(
-        self, handle: WorkerHandle, request: ComputeRequest, frame: Frame
-    ) -> None:
-        self.pool.submit(handle, request, frame)
-
     # -- status ----------------------------------------------------------------------------------
 
     def status(self) -> SharderStatus:
-        busy_after = self.config.supervisor.heartbeat_interval
-        workers = [handle.worker_status(busy_after) for handle in self.workers.values()]
-        shards = sorted(
-            (shard for handle in self.workers.values() for shard in handle.shard_statuses()),
-            key=lambda shard: shard.id,
+        identify = self.shard_workers.identify if self.shard_workers is not None else None
+        workers, shards = worker_statuses(
+            list(self.workers.values()), self.config.supervisor.heartbeat_interval, identify
         )
-        if self.gate is not None:
-            for shard in shards:
-                shard.identify_queue = self.gate.position(shard.id)
         return SharderStatus(
             pid=os.getpid(),
             uptime_s=round(time.monotonic() - self.started_at, 3),
@@ -797,18 +537,3 @@ def describe_exit(exitcode: int | None) -> str:
     if exitcode < 0:
         return f"killed by {signal.Signals(-exitcode).name}"
     return f"exit code {exitcode}"
-
-
-def lower_priority(pid: int, niceness: int) -> None:
-    """Put a compute process behind the shard workers, from the moment it starts.
-
-    Shard workers answer the gateway and users; with every core busy computing, they come
-    first: ``niceness`` more than ours, and the batch policy (no preempting a process that
-    wakes up). Set here rather than by the child itself, so that its imports (Pillow, emoji)
-    already run behind the shard workers' start. Measured by bench_compute: a shard worker's
-    loop lag p99 with jumbo tasks on the pool, 3.5 ms as it was, 2.3 ms niced, 1.3 ms niced
-    and batch (1.0 ms idle); by bench_routing: start to all shards ready 1.50 s -> 1.36 s.
-    """
-    os.setpriority(os.PRIO_PROCESS, pid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + niceness))
-    if hasattr(os, "SCHED_BATCH"):  # Linux
-        os.sched_setscheduler(pid, os.SCHED_BATCH, os.sched_param(0))

@@ -14,6 +14,8 @@ import os
 import socket
 from collections.abc import Mapping
 
+from sharder.status import SharderStatus
+
 log = logging.getLogger("sharder.systemd")
 
 
@@ -64,3 +66,37 @@ class Notifier:
             log.warning("cannot notify systemd (%s): %s", self._address, error)
             return False
         return True
+
+
+class ServiceReporter:
+    """What the supervisor tells systemd: READY once every shard is, STATUS as it changes,
+    WATCHDOG from the supervisor's loop (at most every ``watchdog_interval``)."""
+
+    def __init__(self, notifier: Notifier) -> None:
+        self.notifier = notifier
+        self._ready_sent = False
+        self._status_sent = ""
+        self._next_watchdog = 0.0
+
+    def report(self, status: SharderStatus, now: float) -> None:
+        ready = status.ready_shards
+        line = (
+            f"{ready}/{status.shard_count} shards ready, "
+            f"{sum(w.state == 'ready' for w in status.workers)}/{len(status.workers)} workers ready"
+        )
+        # A message that could not go out (systemd's queue full) is sent again next pass: a
+        # lost READY would have systemd give up on the start.
+        if not self._ready_sent and ready == status.shard_count:
+            self._ready_sent = self.notifier.ready(line)
+            if self._ready_sent:
+                self._status_sent = line
+        elif line != self._status_sent and self.notifier.status(line):
+            self._status_sent = line
+        interval = self.notifier.watchdog_interval
+        if interval is not None and now >= self._next_watchdog:
+            self.notifier.watchdog()
+            self._next_watchdog = now + interval
+
+    def next_watchdog(self) -> float | None:
+        """When the loop must wake for the next watchdog ping, if systemd wants them."""
+        return self._next_watchdog if self.notifier.watchdog_interval is not None else None

@@ -1,129 +1,22 @@
-"""The master's view of its child processes: each one's process, link, health and restarts.
+"""The master's handles of its kinds of child, beyond what every child has (``lifecycle``).
 
-A handle outlives the processes it runs: each restart puts a new process and connection in the
-same handle, so the child keeps its id and its restart history. ``ChildHandle`` holds what
-every child has; a shard worker (``WorkerHandle``) adds its shards and their sessions, a
-compute worker (``ComputeHandle``) the task it runs. The supervisor drives the transitions; the
-handles keep the facts and answer questions about them.
+A shard worker (``WorkerHandle``) adds its shards and their sessions, a compute worker
+(``ComputeHandle``) the task it runs, the REST gate (``RestGateHandle``) its address and its
+latest report. The handles keep the facts and answer questions about them.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from multiprocessing.process import BaseProcess
 
-from protocol import Connection
 from protocol.liveness import Liveness
 from protocol.messages import ComputeRequest, HeartbeatAck, RestGateReport, ShardHealth
-from sharder.status import (
-    ComputeStatus,
-    RestGateStatus,
-    ShardStatus,
-    WorkerState,
-    WorkerStatus,
-)
+from sharder.lifecycle import ChildHandle
+from sharder.status import ComputeStatus, RestGateStatus, ShardStatus, WorkerStatus
 from worker.spec import Session
 
-SERVING_STATES: frozenset[WorkerState] = frozenset({"starting", "ready"})
 SESSION_HISTORY = 30.0  # seconds of reported sessions kept for a handover
-ROUND_TRIPS_KEPT = 100  # heartbeat round trips the status's p99 is taken over
-
-
-class ChildHandle:
-    kind = "child"
-
-    def __init__(
-        self, child_id: int, first_backoff: float, liveness: Liveness | None = None
-    ) -> None:
-        self.id = child_id
-        # Shared stamps the child keeps fresh, for children whose loop may be busy for long;
-        # without, a child is hung when it leaves ``heartbeat_misses`` pings unanswered.
-        self.liveness = liveness
-        self.seen_busy = False  # as last logged: its loop had not turned for a beat or more
-        self.state: WorkerState = "stopped"
-        self.process: BaseProcess | None = None
-        self.connection: Connection | None = None
-        self.restarts = 0
-        self.exits: deque[float] = deque()  # times of unplanned exits, for the crash-loop cap
-        self.first_backoff = first_backoff
-        self.backoff = first_backoff
-        self.restart_at: float | None = None
-        self.restart_requested = False  # a planned restart: no backoff, not a crash
-        self.spawned_at = 0.0
-        self.last_exit: str | None = None
-        self.kill_reason: str | None = None  # why the master killed the current process
-        self.unacked_heartbeats = 0
-        self.health: HeartbeatAck | None = None
-        self._pings: dict[int, float] = {}  # unanswered heartbeats: nonce -> sent at
-        self.round_trips: deque[float] = deque(maxlen=ROUND_TRIPS_KEPT)  # seconds
-
-    def __str__(self) -> str:
-        return f"{self.kind} {self.id}"
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
-
-    @property
-    def serving(self) -> bool:
-        """Connected and not stopping: work may go to it."""
-        return (
-            self.state in SERVING_STATES and self.connection is not None and self.connection.is_open
-        )
-
-    @property
-    def stopping(self) -> bool:
-        return self.state == "stopping"
-
-    @property
-    def watched(self) -> bool:
-        """Whether missed heartbeats count against it now."""
-        return True
-
-    def busy_for(self, busy_after: float) -> float | None:
-        """Seconds its loop has not turned, if ``busy_after`` or more while it serves (never,
-        for a child without liveness stamps)."""
-        if self.liveness is None or self.state not in SERVING_STATES:
-            return None
-        stalled = self.liveness.stalled_for(time.monotonic())
-        return stalled if stalled >= busy_after else None
-
-    def record_ping(self, nonce: int, sent_at: float) -> None:
-        self.unacked_heartbeats += 1
-        self._pings[nonce] = sent_at
-
-    def record_ack(self, ack: HeartbeatAck) -> None:
-        self.unacked_heartbeats = 0
-        self.health = ack
-        sent_at = self._pings.get(ack.nonce)
-        if sent_at is not None:
-            self.round_trips.append(time.monotonic() - sent_at)
-        # Pings before this one will not be answered any more (acks come in order).
-        self._pings = {nonce: at for nonce, at in self._pings.items() if nonce > ack.nonce}
-
-    def heartbeat_p99_ms(self) -> float | None:
-        """The 99th percentile of the recent heartbeat round trips, in milliseconds."""
-        if not self.round_trips:
-            return None
-        ordered = sorted(self.round_trips)
-        return round(ordered[min(len(ordered) - 1, len(ordered) * 99 // 100)] * 1000, 2)
-
-    def forget_process(self) -> None:
-        """The process is gone: its health is no longer known."""
-        self.process = None
-        self.connection = None
-        self.health = None
-        self.unacked_heartbeats = 0
-        self.seen_busy = False
-        self._pings.clear()
-
-    def count_exit(self, now: float, window: float) -> int:
-        """Record an unplanned exit; how many happened within the crash-loop window."""
-        self.exits.append(now)
-        while self.exits and now - self.exits[0] > window:
-            self.exits.popleft()
-        return len(self.exits)
 
 
 class ComputeHandle(ChildHandle):
@@ -238,7 +131,7 @@ class WorkerHandle(ChildHandle):
             self.events_rate = max(0.0, (ack.events - count) / (now - then))
         self._last_events = (now, ack.events)
         if self.state == "starting" and self.all_shards_ready():
-            self.state = "ready"
+            self.transition("ready")
 
     def remember_session(self, shard: ShardHealth) -> None:
         if shard.session_id is not None and shard.seq is not None and shard.resume_url:
@@ -275,9 +168,9 @@ class WorkerHandle(ChildHandle):
         if shard_id in self.shards:
             self.shards[shard_id] = health
         if self.state == "starting" and self.all_shards_ready():
-            self.state = "ready"
+            self.transition("ready")
         elif self.state == "ready" and not self.all_shards_ready():
-            self.state = "starting"
+            self.transition("starting")
 
     def all_shards_ready(self) -> bool:
         return all(shard.state == "ready" for shard in self.shards.values())

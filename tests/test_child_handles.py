@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 from protocol.messages import HeartbeatAck
-from sharder.workers import ROUND_TRIPS_KEPT, ComputeHandle, WorkerHandle
+from sharder.lifecycle import ROUND_TRIPS_KEPT
+from sharder.workers import ComputeHandle, WorkerHandle
 
 
 def ack(nonce: int) -> HeartbeatAck:

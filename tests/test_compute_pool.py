@@ -11,7 +11,8 @@ from protocol import FrameEncoder
 from protocol.deadlines import DEFAULT_RESOLUTION
 from protocol.messages import ComputeRequest, ComputeResult, ReplyError
 from sharder.compute_pool import ComputePool
-from sharder.workers import ChildHandle, ComputeHandle, WorkerHandle
+from sharder.lifecycle import ChildHandle
+from sharder.workers import ComputeHandle, WorkerHandle
 from tests.test_router import Wire
 from tests.virtual_time import advance, virtual_clock
 
@@ -36,11 +37,13 @@ class Pool:
     def __init__(self, queue_size: int = 2, compute_workers: int = 2) -> None:
         self.asker = WorkerHandle(0, [0], 0.1)
         self.asker.connection = Wire()  # type: ignore[assignment]
-        self.asker.state = "ready"
+        self.asker.transition("spawning")
+        self.asker.transition("ready")
         self.handles = {n: ComputeHandle(n, 0.1) for n in range(compute_workers)}
         for handle in self.handles.values():
             handle.connection = Wire()  # type: ignore[assignment]
-            handle.state = "ready"
+            handle.transition("spawning")
+            handle.transition("ready")
         self.reports = Reports()
         self.clock = virtual_clock()
         self.pool = ComputePool(
@@ -138,7 +141,7 @@ async def test_a_worker_dying_mid_task_has_its_asker_told_at_once(pool: Pool) ->
     handle = pool.handles[0]
     handle.last_exit = "killed by SIGXCPU"
     handle.forget_process()
-    handle.state = "backoff"
+    handle.transition("backoff")
     pool.pool.worker_down(handle)
     [answer] = pool.answers()
     assert answer.nonce == nonce and answer.code == "target_down"
@@ -152,7 +155,7 @@ async def test_with_every_worker_failed_waiting_and_new_tasks_are_refused_at_onc
     waiting = pool.submit()
     handle = pool.handles[0]
     handle.last_exit = "exit code 1"
-    handle.state = "failed"
+    handle.transition("failed")
     pool.pool.worker_down(handle)
     late = pool.submit()
     answers = {answer.nonce: answer for answer in pool.answers()}

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
 import pytest
 
 from protocol import FrameDecoder, FrameEncoder, RoutingTable
+from protocol.clock import Clock
+from protocol.deadlines import DEFAULT_RESOLUTION
 from protocol.messages import (
     CommandBroadcast,
     CommandExec,
@@ -19,6 +20,7 @@ from protocol.messages import (
 )
 from sharder.router import Router
 from sharder.workers import WorkerHandle
+from tests.virtual_time import advance, virtual_clock
 
 ENCODER = FrameEncoder()
 GUILD_ON_WORKER_1 = 1 << 22  # shard 1 of 2
@@ -49,20 +51,29 @@ class Reports:
     def on_shard_disconnect(self, *args: Any) -> None: ...
     def on_identify_request(self, *args: Any) -> None: ...
     def on_identify_sent(self, *args: Any) -> None: ...
-    def on_state_update(self, *args: Any) -> None: ...
-    def on_state_sync(self, *args: Any) -> None: ...
-    def on_state_fetch(self, *args: Any) -> None: ...
-    def on_compute_request(self, *args: Any) -> None: ...
+
+
+class NotCalled:
+    """The state service and the compute pool, which these tests send nothing for."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"{name} was not expected")
 
 
 @pytest.fixture
 async def router() -> tuple[Router, dict[int, WorkerHandle]]:
+    return make_router()
+
+
+def make_router(clock: Clock = time.monotonic) -> tuple[Router, dict[int, WorkerHandle]]:
     table = RoutingTable.contiguous(2, 2)
     workers = {n: WorkerHandle(n, table.shards_of(n), 0.1) for n in range(2)}
     for handle in workers.values():
         handle.connection = Wire()  # type: ignore[assignment]
-        handle.state = "ready"
-    return Router(table, workers, Reports()), workers
+        handle.transition("spawning")
+        handle.transition("ready")
+    unused: Any = NotCalled()
+    return Router(table, workers, Reports(), unused, unused, clock), workers
 
 
 def send(router: Router, handle: WorkerHandle, message: Any) -> None:
@@ -87,7 +98,7 @@ async def test_a_request_reaches_its_target_and_the_answer_comes_back(router: An
 
 async def test_a_request_to_a_down_worker_is_answered_at_once(router: Any) -> None:
     routing, workers = router
-    workers[1].state = "backoff"
+    workers[1].transition("backoff")
     workers[1].last_exit = "killed by SIGKILL"
     send(
         routing,
@@ -99,16 +110,18 @@ async def test_a_request_to_a_down_worker_is_answered_at_once(router: Any) -> No
     assert "restarting after: killed by SIGKILL" in answer.message
 
 
-async def test_the_deadline_answers_a_silent_target(router: Any) -> None:
-    routing, workers = router
+@pytest.mark.virtual_time
+async def test_the_deadline_answers_a_silent_target() -> None:
+    clock = virtual_clock()
+    routing, workers = make_router(clock)
     send(
         routing,
         workers[0],
-        CommandExec(nonce=9, deadline=deadline_in(0.05), guild_id=GUILD_ON_WORKER_1, name="x"),
+        CommandExec(nonce=9, deadline=clock() + 0.05, guild_id=GUILD_ON_WORKER_1, name="x"),
     )
-    started = time.monotonic()
-    while not wire(workers[0]).frames and time.monotonic() - started < 2:  # noqa: ASYNC110
-        await asyncio.sleep(0.01)
+    await advance(0.05 - 0.001)
+    assert wire(workers[0]).frames == []
+    await advance(DEFAULT_RESOLUTION + 0.002)  # expiry is at most a resolution late
     [answer] = wire(workers[0]).messages()
     assert isinstance(answer, ReplyError) and answer.code == "timeout"
 

@@ -1,0 +1,204 @@
+"""The shard workers as a kind of child: their specs, their link, their reports, their exits.
+
+A worker's link is read by the router; what it says that is not a request comes back here
+(the router's ``WorkerReports``): its shards' READY and disconnects, which set the worker's
+state, and its IDENTIFY requests and sends, which go through the identify gate. A worker that
+exits takes its routes and its queued compute tasks with it, and gives up its place in the
+identify queues; one that dies right after taking sessions over starts the next afresh.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from protocol import Connection, RoutingTable
+from protocol.messages import (
+    HeartbeatAck,
+    IdentifyGrant,
+    IdentifyRequest,
+    IdentifySent,
+    ReplyError,
+    ShardDisconnect,
+    ShardHealth,
+    ShardReady,
+    ShardState,
+)
+from sharder.compute_pool import ComputePool
+from sharder.config import Config
+from sharder.identify import IdentifyGate
+from sharder.kinds import ChildKind, Discord
+from sharder.lifecycle import ChildHandle
+from sharder.router import Router
+from sharder.state_service import StateService
+from sharder.status import ShardStatus, WorkerStatus
+from sharder.workers import RestGateHandle, WorkerHandle
+from worker.spec import WorkerSpec
+
+log = logging.getLogger("sharder.supervisor")
+
+# How often a worker refreshes its liveness stamps, per heartbeat interval: a stopped process
+# is seen within a quarter beat of the heartbeat_misses'.
+LIVENESS_STAMPS_PER_BEAT = 4
+POISON_WINDOW = 10.0  # a process dying this soon after a handover drops the sessions
+
+
+class ShardWorkers(ChildKind[WorkerHandle]):
+    def __init__(
+        self,
+        table: RoutingTable,
+        by_id: dict[int, WorkerHandle],
+        config: Config,
+        log_level: str,
+        *,
+        discord: Discord,
+        identify: IdentifyGate,
+        state: StateService,
+        pool: ComputePool,
+        rest_gate: RestGateHandle | None,
+        on_heartbeat_ack: Callable[[ChildHandle, HeartbeatAck], None],
+        wake: Callable[[], None],
+    ) -> None:
+        super().__init__(list(by_id.values()), config, log_level)
+        self.by_id = by_id
+        self.discord = discord
+        self.identify = identify
+        self.pool = pool
+        self.rest_gate = rest_gate
+        self.on_heartbeat_ack = on_heartbeat_ack
+        self.wake = wake
+        self.router = Router(table, by_id, self, state, pool)
+
+    # -- as a kind of child ----------------------------------------------------------------------
+
+    def start_arguments(self, handle: WorkerHandle) -> tuple[object, ...]:
+        supervisor = self.config.supervisor
+        sessions = (
+            handle.sessions_to_resume(supervisor.replay_margin)
+            if supervisor.resume_sessions
+            else {}
+        )
+        handle.spawned_with_sessions = bool(sessions)
+        gate = self.rest_gate
+        spec = WorkerSpec(
+            worker_id=handle.id,
+            shard_ids=tuple(handle.shard_ids),
+            shard_count=self.config.sharding.shards,
+            token=self.discord.token,
+            api_url=(
+                f"{gate.url}/{gate.secret}/w/{handle.id}/api/v10"
+                if gate is not None
+                else self.discord.api_url
+            ),
+            entry_point=self.config.bot.entry_point,
+            intents=self.discord.intents,
+            request_timeout=supervisor.request_timeout,
+            compute_timeout=self.config.compute.task_timeout,
+            user_cache=self.config.state.user_cache,
+            liveness=handle.liveness,
+            liveness_period=supervisor.heartbeat_interval / LIVENESS_STAMPS_PER_BEAT,
+            sessions=sessions,
+            guild_counts=dict(handle.guild_counts),
+        )
+        return (self.child_start("worker.shard_worker:serve", f"worker-{handle.id}"), spec)
+
+    def connected(self, handle: WorkerHandle, connection: Connection) -> None:
+        handle.transition("starting")
+        connection.deliver_to(self.router.receiver(handle))
+
+    def ask_to_stop(self, handle: WorkerHandle, reason: str, resumable: bool) -> None:
+        """SHARD_DISCONNECT for all its shards: it ends them (keeping the sessions to hand over
+        if ``resumable``) and exits."""
+        if handle.connection is not None and handle.connection.is_open:
+            message = ShardDisconnect(
+                shard_ids=list(handle.shard_ids), reason=reason, resumable=resumable
+            )
+            handle.connection.send_batch_nowait([message])
+
+    def exited(self, handle: WorkerHandle, exitcode: int | None) -> bool:
+        self.router.worker_down(handle.id)
+        self.pool.origin_down(handle.id)
+        for shard_id in handle.shard_ids:
+            self.identify.forget(shard_id)
+        return False
+
+    def crashed(self, handle: WorkerHandle, lived: float) -> None:
+        if handle.spawned_with_sessions and lived < POISON_WINDOW:
+            # Died right after taking the sessions over: what Discord replayed may be what
+            # killed it, and would again. The next process starts new sessions.
+            log.warning(
+                "worker %d died %.1f s after resuming; its next start identifies", handle.id, lived
+            )
+            handle.session_history.clear()
+
+    # -- what workers report (the router's WorkerReports) --------------------------------------
+
+    def on_shard_ready(self, handle: WorkerHandle, ready: ShardReady) -> None:
+        log.info(
+            "shard %d ready on worker %d (%d guilds)",
+            ready.shard_id,
+            handle.id,
+            len(ready.guild_ids),
+        )
+        health = ShardHealth(
+            shard_id=ready.shard_id,
+            state="ready",
+            guilds=len(ready.guild_ids),
+            session_id=ready.session_id,
+            seq=ready.seq,
+            resume_url=ready.resume_url,
+        )
+        handle.set_shard_state(ready.shard_id, health)
+        handle.remember_session(health)
+        self.wake()
+
+    def on_shard_disconnect(self, handle: WorkerHandle, disconnect: ShardDisconnect) -> None:
+        for shard_id in disconnect.shard_ids:
+            log.warning("shard %d on worker %d: %s", shard_id, handle.id, disconnect.reason)
+            previous = handle.shards.get(shard_id)
+            guilds = previous.guilds if previous is not None else 0
+            state: ShardState = "resuming" if disconnect.resumable else "down"
+            health = ShardHealth(shard_id=shard_id, state=state, guilds=guilds)
+            handle.set_shard_state(shard_id, health)
+        self.wake()
+
+    def on_identify_request(self, handle: WorkerHandle, request: IdentifyRequest) -> None:
+        connection = handle.connection
+        shard_id = request.shard_id
+        if connection is None:
+            return  # gone already: nobody to answer
+        if shard_id not in handle.shard_ids:
+            reason = f"shard {shard_id} is not worker {handle.id}'s (it has {handle.shard_ids})"
+            log.warning("refused an IDENTIFY: %s", reason)
+            connection.send_soon(ReplyError(nonce=request.nonce, code="invalid", message=reason))
+            return
+
+        def grant(expires_at: float) -> None:
+            if connection.is_open:
+                connection.send_soon(
+                    IdentifyGrant(nonce=request.nonce, shard_id=shard_id, expires_at=expires_at)
+                )
+
+        self.identify.request(shard_id, grant)
+
+    def on_identify_sent(self, handle: WorkerHandle, sent: IdentifySent) -> None:
+        if sent.shard_id in handle.shard_ids:
+            # Never later than now: a time to come would hold the bucket back for nothing.
+            self.identify.sent(sent.shard_id, min(sent.sent_at, time.monotonic()))
+
+
+def worker_statuses(
+    handles: list[WorkerHandle], busy_after: float, identify: IdentifyGate | None
+) -> tuple[list[WorkerStatus], list[ShardStatus]]:
+    """Each worker's status and each shard's, shards in order; ``busy_after``: how long a loop
+    must not have turned for its worker to show busy."""
+    workers = [handle.worker_status(busy_after) for handle in handles]
+    shards = sorted(
+        (shard for handle in handles for shard in handle.shard_statuses()),
+        key=lambda shard: shard.id,
+    )
+    if identify is not None:
+        for shard in shards:
+            shard.identify_queue = identify.position(shard.id)
+    return workers, shards
