@@ -1,9 +1,10 @@
 """A child's link to the master: requests with deadlines, answers by nonce, one reader loop.
 
-A nonce carries its sender in the high bits (``origin << 40``), one origin per role and id (see
-``link_origin``), so no two live processes make the same nonce and the master can route an answer
-back without rewriting it. Every request waits at most until its deadline, whether or not the
-master answers: a child never hangs on the master.
+A nonce carries its sender in the high bits (``origin << 40``). The master gives every process
+it starts an origin of its own in its hello, a restarted one a new one, so no two processes make
+the same nonce (an answer meant for a dead process's request never matches its successor's) and
+the master can route an answer back without rewriting it. Every request waits at most until its
+deadline, whether or not the master answers: a child never hangs on the master.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from protocol import (
     Connection,
     ConnectionClosed,
     Frame,
+    HandshakeFailed,
     open_connection,
     socket_from_pipe,
 )
@@ -43,16 +45,6 @@ from protocol.messages import (
 log = logging.getLogger("child.link")
 
 NONCE_ORIGIN_SHIFT = 40  # below it, a count of the process's requests: 2**40 of them
-# Each role's origins start at its own base, so shard worker 0, compute worker 0 and the gate
-# (id 0) differ; the bases leave ids of 21 bits, and the highest nonce below 2**63, which
-# msgpack and every peer take as a plain (signed or unsigned) 64-bit int.
-ROLE_ID_LIMIT = 2**21
-ROLE_BASES: dict[Role, int] = {
-    "master": 0,  # its own nonces (heartbeats) count up from 1
-    "shard_worker": 1 * ROLE_ID_LIMIT,
-    "compute_worker": 2 * ROLE_ID_LIMIT,
-    "rest_gate": 3 * ROLE_ID_LIMIT,
-}
 HELLO_TIMEOUT = 10.0
 # The master answers at a request's deadline, saying what it waited for; our own timer, for a
 # master that is gone, fires this much later so that it does not race the better answer.
@@ -78,13 +70,6 @@ def resident_bytes() -> int:
     return int(os.pread(_statm, 128, 0).split()[1]) * PAGE_SIZE
 
 
-def link_origin(role: Role, process_id: int) -> int:
-    """The origin of process ``process_id`` of ``role``: the high bits of all its nonces."""
-    if not 0 <= process_id < ROLE_ID_LIMIT:
-        raise ValueError(f"a {role} id is from 0 to {ROLE_ID_LIMIT - 1}, not {process_id}")
-    return ROLE_BASES[role] + process_id
-
-
 class RequestError(Exception):
     """A request failed: answered with an error, or not answered by its deadline. ``code`` says
     how (timeout, target_down, no_handler, handler_failed, busy, invalid...)."""
@@ -108,11 +93,15 @@ class MasterLink:
     async def open(
         cls, pipe: multiprocessing.connection.Connection, role: Role, worker_id: int
     ) -> MasterLink:
-        origin = link_origin(role, worker_id)
         hello = Hello(version=PROTOCOL_VERSION, role=role, worker_id=worker_id, pid=os.getpid())
         connection = await open_connection(
             socket_from_pipe(pipe), hello, hello_timeout=HELLO_TIMEOUT
         )
+        assert connection.peer is not None  # set by the handshake
+        origin = connection.peer.nonce_origin
+        if origin == 0:  # the master's own; a master always gives one
+            connection.close()
+            raise HandshakeFailed("the master's hello gave no nonce origin")
         return cls(connection, origin)
 
     def next_nonce(self) -> int:

@@ -77,6 +77,9 @@ class Hello(Message, tag="HELLO"):
     role: Role
     worker_id: int
     pid: int
+    # Master -> child: the high bits of every nonce the child makes (see ``child.link``), new
+    # for every process the master starts; 0 from a child.
+    nonce_origin: Annotated[int, msgspec.Meta(ge=0, lt=2**23)] = 0
 
 
 class Heartbeat(Request, tag="HEARTBEAT"):

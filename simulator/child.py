@@ -73,11 +73,24 @@ def simulator_process(*flags: str) -> Iterator[tuple[SimulatorEndpoints, subproc
 def start_simulator(
     *flags: str, preexec_fn: Callable[[], None] | None = None, new_session: bool = False
 ) -> tuple[SimulatorEndpoints, subprocess.Popen[bytes]]:
-    """Start ``python -m simulator`` (``--port 0`` unless the flags name a port) and read its
-    endpoints; stopped again if it does not come up. ``new_session`` keeps the terminal's
-    Ctrl-C from reaching it, for a parent that stops it in its own time."""
+    """Start ``python -m simulator`` and wait for its endpoints; stopped again if it does not
+    come up (see ``spawn_simulator``)."""
+    process = spawn_simulator(*flags, preexec_fn=preexec_fn, new_session=new_session)
+    try:
+        return read_endpoints(process), process
+    except BaseException:
+        stop_process(process)
+        raise
+
+
+def spawn_simulator(
+    *flags: str, preexec_fn: Callable[[], None] | None = None, new_session: bool = False
+) -> subprocess.Popen[bytes]:
+    """Start ``python -m simulator`` (``--port 0`` unless the flags name a port); its endpoints
+    follow on its stdout. ``new_session`` keeps the terminal's Ctrl-C from reaching it, for a
+    parent that stops it in its own time."""
     port = [] if "--port" in flags else ["--port", "0"]
-    process = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "simulator", *port, *flags],
         stdout=subprocess.PIPE,
         stderr=None,  # the simulator's warnings go where the parent's do
@@ -86,18 +99,13 @@ def start_simulator(
         preexec_fn=preexec_fn,  # safe: only ever set by a parent without threads
         start_new_session=new_session,
     )
-    try:
-        return read_endpoints(process), process
-    except BaseException:
-        stop_process(process)
-        raise
 
 
 def read_endpoints(process: subprocess.Popen[bytes]) -> SimulatorEndpoints:
     assert process.stdout is not None
     output = b""
     deadline = time.monotonic() + STARTUP_TIMEOUT
-    while b"\ntoken: " not in b"\n" + output or not output.endswith(b"\n"):
+    while (endpoints := parse_endpoints(output)) is None:
         remaining = deadline - time.monotonic()
         ready, _, _ = select.select([process.stdout], [], [], max(0.0, remaining))
         if not ready:
@@ -106,6 +114,13 @@ def read_endpoints(process: subprocess.Popen[bytes]) -> SimulatorEndpoints:
         if not chunk:
             raise RuntimeError(f"simulator exited with {process.wait()} before it was ready")
         output += chunk
+    return endpoints
+
+
+def parse_endpoints(output: bytes) -> SimulatorEndpoints | None:
+    """The endpoints in what the simulator printed, once it has printed them all."""
+    if b"\ntoken: " not in b"\n" + output or not output.endswith(b"\n"):
+        return None
     found = dict(line.partition(": ")[::2] for line in output.decode().splitlines())
     return SimulatorEndpoints(
         rest_url=found["rest"],
