@@ -8,7 +8,7 @@ ready or down, identifies) are in ``shard_workers``.
 
 from __future__ import annotations
 
-import logging
+import abc
 import os
 import signal
 import socket
@@ -25,8 +25,6 @@ from sharder.config import Config
 from sharder.lifecycle import ChildHandle
 from sharder.workers import ComputeHandle, RestGateHandle
 from worker.spec import ComputeSpec
-
-log = logging.getLogger("sharder.supervisor")
 
 Handle = TypeVar("Handle", bound=ChildHandle)
 
@@ -45,7 +43,7 @@ class Discord:
     unicode_emoji_url: str
 
 
-class ChildKind(Generic[Handle]):
+class ChildKind(abc.ABC, Generic[Handle]):
     """One kind of child: its handles, and its part in their lives."""
 
     def __init__(self, handles: list[Handle], config: Config, log_level: str) -> None:
@@ -56,16 +54,16 @@ class ChildKind(Generic[Handle]):
     def child_start(self, entry: str, label: str) -> ChildStart:
         return ChildStart(entry, label, os.getpid(), self.log_level)
 
+    @abc.abstractmethod
     def start_arguments(self, handle: Handle) -> tuple[object, ...]:
         """What its process is started with, before its end of the pipe."""
-        raise NotImplementedError
 
     def started(self, handle: Handle, pid: int) -> None:
         """Its process was just started."""
 
+    @abc.abstractmethod
     def connected(self, handle: Handle, connection: Connection) -> None:
         """It said hello: its link's messages go to whoever reads them now."""
-        raise NotImplementedError
 
     def ask_to_stop(self, handle: Handle, reason: str, resumable: bool) -> None:
         """Ask its process to end; the default, closing the link, ends every child."""
