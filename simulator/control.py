@@ -18,8 +18,9 @@ from aiohttp import hdrs, web
 from simulator.gateway import Gateway, GatewayConnection, Op
 from simulator.messages import MessageLog
 from simulator.payloads import PayloadFactory
-from simulator.responses import error_response, json_response
-from simulator.rest import API_PREFIX, Handler, RestApi
+from simulator.responses import Handler, error_response, json_response
+from simulator.rest import API_PREFIX
+from simulator.rest.api import RestApi
 from simulator.stats import Stats
 from simulator.traffic import TrafficGenerator, TrafficSpec
 from simulator.world import Guild, World, guild_of

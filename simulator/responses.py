@@ -1,4 +1,5 @@
-"""JSON responses in Discord's shape, shared by the REST API, the CDN and the control routes.
+"""JSON responses in Discord's shape, shared by the REST API, the CDN and the control routes,
+and the type of the handlers that answer with them (their middlewares take one).
 
 The content type is exactly ``application/json``: discord.py compares the header verbatim, so
 aiohttp's ``; charset=utf-8`` suffix would make it treat bodies as text.
@@ -6,10 +7,12 @@ aiohttp's ``; charset=utf-8`` suffix would make it treat bodies as text.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import msgspec
 from aiohttp import web
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 encode = msgspec.json.Encoder().encode
 

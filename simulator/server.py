@@ -24,7 +24,8 @@ from simulator.gateway import Gateway
 from simulator.messages import MessageLog
 from simulator.payloads import PayloadFactory, SnowflakeFactory
 from simulator.responses import error_response
-from simulator.rest import API_PREFIX, MAX_REQUEST_SIZE, RestApi
+from simulator.rest import API_PREFIX, MAX_REQUEST_SIZE
+from simulator.rest.api import RestApi
 from simulator.stats import Stats
 from simulator.traffic import TrafficGenerator
 from simulator.world import World

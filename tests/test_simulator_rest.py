@@ -21,7 +21,7 @@ import msgspec
 import pytest
 from multidict import CIMultiDictProxy
 
-from simulator.rest import (
+from simulator.rest.errors import (
     ALREADY_ACKNOWLEDGED,
     EMPTY_MESSAGE,
     INVALID_FORM_BODY,
