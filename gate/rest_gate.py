@@ -34,8 +34,10 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
 from child.link import MasterLink
-from gate.limits import GateRefusal, RestLimits, redacted
+from gate.limits import RestLimits
+from gate.routes import redacted
 from gate.spec import RestGateSpec
+from gate.waiting import GateRefusal
 from protocol import AnyMessage
 from protocol.messages import Heartbeat, RestGateReport, RouteReport
 

@@ -12,8 +12,8 @@ import pytest
 import yarl
 from aiohttp import web
 
-from gate.limits import redacted
 from gate.rest_gate import RestGate
+from gate.routes import redacted
 from gate.spec import RestGateSpec
 
 ROUTE = "/channels/1234/messages"

@@ -8,15 +8,11 @@ import asyncio
 
 import pytest
 
-from gate import limits as rest_limits
-from gate.limits import (
-    MAX_ROUTES,
-    OTHER_ROUTES,
-    GateRefusal,
-    RestLimits,
-    Route,
-    route_of,
-)
+from gate import buckets
+from gate.limits import RestLimits
+from gate.route_stats import OTHER_ROUTES
+from gate.routes import MAX_ROUTES, Route, route_of
+from gate.waiting import GateRefusal
 from tests.virtual_time import advance, virtual_clock
 
 pytestmark = pytest.mark.virtual_time
@@ -210,7 +206,7 @@ async def test_tables_stay_bounded_under_made_up_paths_and_one_time_tokens(
     assert len(limits.routes) <= MAX_ROUTES + 1  # the rest counted as one: "other routes"
     assert limits.routes[OTHER_ROUTES].requests > 0
     assert "POST /channels/{channel_id}/messages/{id}/reactions/{emoji}/@me" in limits.routes
-    monkeypatch.setattr(rest_limits, "SWEEP_INTERVAL", 0.0)
+    monkeypatch.setattr(buckets, "SWEEP_INTERVAL", 0.0)
     admission = await limits.admit(0, "GET", "/gateway/bot")  # a later call sweeps
     limits.settle(admission, 200, {})
     assert limits.bucket_count <= 2

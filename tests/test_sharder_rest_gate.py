@@ -9,7 +9,7 @@ import json
 import time
 from typing import Any
 
-from gate.limits import GLOBAL_MARGIN
+from gate.global_limit import GLOBAL_MARGIN
 from simulator.child import call_control
 from tests.sharder_run import RunningSharder, running_sharder
 
