@@ -45,8 +45,10 @@ from sharder.control import call  # noqa: E402
 from sharder.lifecycle import ROUND_TRIPS_KEPT  # noqa: E402
 from simulator.child import call_control  # noqa: E402
 from simulator.world import EMOJI_BASE  # noqa: E402
-from worker import compute_emoji, compute_math  # noqa: E402
+from worker import compute_math  # noqa: E402
 from worker.context import ShardContext  # noqa: E402
+from worker.emoji_compose import compose  # noqa: E402
+from worker.emoji_fetch import EmojiFetcher, EmojiSources, fetch_emoji_images  # noqa: E402
 
 HEAVY_MATH = "factorial(3000)"
 LIGHT_MATH = "sqrt(2) * (3 + 4) ** 2"
@@ -83,7 +85,7 @@ WORKLOADS = (
 
 def setup(bot: hikari.GatewayBot, ctx: ShardContext) -> None:
     sys.set_int_max_str_digits(compute_math.MAX_DIGITS + 1)  # the inline math's answer
-    fetchers: dict[str, compute_emoji.EmojiFetcher] = {}
+    fetchers: dict[str, EmojiFetcher] = {}
 
     @bot.listen(hikari.GuildMessageCreateEvent)
     async def on_message(event: hikari.GuildMessageCreateEvent) -> None:
@@ -92,24 +94,24 @@ def setup(bot: hikari.GatewayBot, ctx: ShardContext) -> None:
             return
         workload, where, seconds, lanes, cdn, text = words[1:]
         if cdn not in fetchers:
-            sources = compute_emoji.EmojiSources(f"{cdn}/emojis/", f"{cdn}/emojis/unicode/")
-            fetchers[cdn] = compute_emoji.EmojiFetcher(sources)
+            sources = EmojiSources(f"{cdn}/emojis/", f"{cdn}/emojis/unicode/")
+            fetchers[cdn] = EmojiFetcher(sources)
         task = bench_task(ctx, workload, where, text, fetchers[cdn])
         figures = await measure(task, float(seconds), int(lanes) if where == "pool" else 1)
         await event.message.respond(json.dumps(figures), reply=True)
 
 
 def bench_task(
-    ctx: ShardContext, workload: str, where: str, text: str, fetcher: compute_emoji.EmojiFetcher
+    ctx: ShardContext, workload: str, where: str, text: str, fetcher: EmojiFetcher
 ) -> Callable[[], Awaitable[object]] | None:
     async def math_inline() -> object:
         await asyncio.sleep(0)
         return compute_math.format_number(compute_math.evaluate(HEAVY_MATH))
 
     async def jumbo_inline() -> object:
-        _, images = await compute_emoji.fetch_emoji_images(text, fetcher, 10)
+        _, images = await fetch_emoji_images(text, fetcher, 10)
         await asyncio.sleep(0)
-        return compute_emoji.compose(images)
+        return compose(images)
 
     tasks: dict[tuple[str, str], Callable[[], Awaitable[object]]] = {
         ("math", "pool"): lambda: ctx.compute.math(HEAVY_MATH),

@@ -25,19 +25,10 @@ from simulator.cdn import (
 from simulator.server import Simulator
 from simulator.world import Emoji, World
 from tests.simulation import running_simulator
-from worker import compute_emoji
-from worker.compute_emoji import (
-    MAX_OUTPUT_PIXELS,
-    EmojiError,
-    EmojiFetcher,
-    EmojiRef,
-    EmojiSources,
-    compose,
-    emoji_url,
-    fetch_emoji_images,
-    parse_emoji,
-    twemoji_name,
-)
+from worker import emoji_compose
+from worker.emoji_compose import MAX_OUTPUT_PIXELS, compose
+from worker.emoji_fetch import EmojiFetcher, EmojiSources, emoji_url, fetch_emoji_images
+from worker.emoji_text import EmojiError, EmojiRef, parse_emoji, twemoji_name
 
 STATIC_ID = 123456789012345678
 ANIMATED_ID = 223456789012345678
@@ -492,7 +483,7 @@ def test_huge_images_are_refused_before_they_are_decoded() -> None:
 
 
 def test_the_decoded_pixel_budget_covers_every_frame(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(compute_emoji, "MAX_DECODED_PIXELS", 3 * DEFAULT_SIZE * DEFAULT_SIZE)
+    monkeypatch.setattr(emoji_compose, "MAX_DECODED_PIXELS", 3 * DEFAULT_SIZE * DEFAULT_SIZE)
     with pytest.raises(EmojiError) as caught:
         compose([world_image(animated=True)])
     assert str(caught.value) == "the emoji images are too large to enlarge together"

@@ -31,8 +31,11 @@ from protocol.messages import (
     Heartbeat,
     ReplyError,
 )
-from worker import compute_emoji, compute_math
+from worker import compute_math
 from worker.compute_sandbox import Sandbox
+from worker.emoji_compose import compose
+from worker.emoji_fetch import EmojiFetcher, EmojiSources, fetch_emoji_images
+from worker.emoji_text import EmojiError
 from worker.entry_points import load_entry_point
 from worker.spec import ComputeSpec
 
@@ -92,8 +95,8 @@ class ComputeWorker:
         self.sandbox = sandbox
         self.link = link
         self.loop = asyncio.get_running_loop()
-        self.fetcher = compute_emoji.EmojiFetcher(
-            compute_emoji.EmojiSources(
+        self.fetcher = EmojiFetcher(
+            EmojiSources(
                 custom_base=spec.custom_emoji_url,
                 unicode_base=spec.unicode_emoji_url,
                 timeout=spec.emoji_timeout,
@@ -125,7 +128,7 @@ class ComputeWorker:
         try:
             self.sandbox.arm_cpu_limit(self.spec.cpu_seconds)
             result = await self._perform(request)
-        except (TaskRefused, compute_math.MathError, compute_emoji.EmojiError) as refusal:
+        except (TaskRefused, compute_math.MathError, EmojiError) as refusal:
             self._refuse(request.nonce, "invalid", str(refusal))
         except UnknownTask as unknown:
             self._refuse(request.nonce, "no_handler", str(unknown))
@@ -150,11 +153,11 @@ class ComputeWorker:
                 number = compute_math.evaluate(expression)
             return ComputeResult(nonce=nonce, value=compute_math.format_number(number))
         if request.task == "jumbo":
-            refs, images = await compute_emoji.fetch_emoji_images(
+            refs, images = await fetch_emoji_images(
                 text_argument(args, "text"), self.fetcher, self.spec.max_emoji
             )
             with self.sandbox.sealed():
-                image = compute_emoji.compose(images, self.spec.jumbo_height)
+                image = compose(images, self.spec.jumbo_height)
             value = {
                 "width": image.width,
                 "height": image.height,
