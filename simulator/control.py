@@ -15,7 +15,9 @@ from typing import Annotated, Any, Literal, TypeVar
 import msgspec
 from aiohttp import hdrs, web
 
-from simulator.gateway import Gateway, GatewayConnection, Op
+from simulator.gateway.connection import GatewayConnection
+from simulator.gateway.hub import Gateway
+from simulator.gateway.protocol import Op
 from simulator.messages import MessageLog
 from simulator.payloads import PayloadFactory
 from simulator.responses import Handler, error_response, json_response

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from simulator.gateway import Gateway
+from simulator.gateway.hub import Gateway
 from simulator.payloads import Payload, PayloadFactory, SnowflakeFactory, command_id, now_iso
 from simulator.stats import Stats
 from simulator.world import World, guild_of

@@ -20,7 +20,7 @@ from aiohttp import hdrs, web
 from simulator.cdn import add_cdn_routes
 from simulator.config import SimulatorConfig
 from simulator.control import Control
-from simulator.gateway import Gateway
+from simulator.gateway.hub import Gateway
 from simulator.messages import MessageLog
 from simulator.payloads import PayloadFactory, SnowflakeFactory
 from simulator.responses import error_response

@@ -30,7 +30,7 @@ from typing import Annotated, Final, Literal, TypeVar
 
 import msgspec
 
-from simulator.gateway import Gateway
+from simulator.gateway.hub import Gateway
 from simulator.messages import MessageLog
 from simulator.payloads import Payload, PayloadFactory
 from simulator.world import WORDS, Guild, World

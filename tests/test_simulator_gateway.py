@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from simulator import gateway
 from simulator.compression import MODES, NONE
+from simulator.gateway import connection
 from simulator.server import Simulator
 from tests.gateway_client import ALL_INTENTS, GatewayClosed, RawGatewayClient
 from tests.simulation import ControlError, call_control, eventually, running_simulator
@@ -427,7 +427,7 @@ async def test_request_guild_members_answers_with_a_chunk() -> None:
 async def test_a_client_that_stops_reading_is_dropped_and_resumes_without_loss(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(gateway, "MAX_PENDING_DISPATCHES", 100)
+    monkeypatch.setattr(connection, "MAX_PENDING_DISPATCHES", 100)
     async with running_simulator(guilds=1) as sim:
         channel_id = sim.world.guild(sim.world.guild_ids[0]).channel_ids[0]
         client = await RawGatewayClient.connect(sim.gateway_url, NONE)

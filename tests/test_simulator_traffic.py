@@ -16,7 +16,7 @@ import msgspec
 import pytest
 
 from simulator.config import SimulatorConfig
-from simulator.gateway import Gateway
+from simulator.gateway.hub import Gateway
 from simulator.messages import MessageLog
 from simulator.payloads import PayloadFactory, SnowflakeFactory
 from simulator.sessions import Session

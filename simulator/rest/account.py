@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from simulator.config import SimulatorConfig
-from simulator.gateway import Gateway
+from simulator.gateway.hub import Gateway
 from simulator.payloads import Payload, PayloadFactory
 from simulator.responses import json_response
 from simulator.rest.errors import UNKNOWN_USER, ApiError

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from simulator.config import SimulatorConfig
-from simulator.gateway import Gateway
+from simulator.gateway.hub import Gateway
 from simulator.messages import MessageLog
 from simulator.payloads import PayloadFactory, SnowflakeFactory
 from simulator.ratelimit import RestRateLimiter
