@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from protocol.messages import StateScope
-from sharder.control import ControlServer
+from sharder.control_server import ControlServer
 from sharder.simulated import SimulatorChild
 from sharder.state_service import StateService
 from sharder.status import SharderStatus

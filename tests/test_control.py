@@ -18,15 +18,10 @@ from typing import Any
 import msgspec
 import pytest
 
-from sharder.control import (
-    MAX_REQUEST_BYTES,
-    AlreadyRunning,
-    ControlError,
-    ControlServer,
-    ControlUnavailable,
-    call,
-    call_sync,
-)
+from sharder.control import ControlError, ControlUnavailable, call, call_sync
+from sharder.control_requests import MAX_REQUEST_BYTES
+from sharder.control_server import ControlServer
+from sharder.control_socket import AlreadyRunning
 from sharder.status import SharderStatus, ShardStatus, WorkerStatus
 
 WORKERS = 4
