@@ -18,7 +18,7 @@ import uvloop
 
 from simulator.config import SimulatorConfig
 from simulator.server import Simulator
-from simulator.traffic import TrafficSpec
+from simulator.traffic.spec import TrafficSpec
 
 # flag -> (config field, type, help); the defaults come from SimulatorConfig.
 FLAGS: dict[str, tuple[str, type, str]] = {

@@ -24,7 +24,8 @@ from simulator.responses import Handler, error_response, json_response
 from simulator.rest import API_PREFIX
 from simulator.rest.api import RestApi
 from simulator.stats import Stats
-from simulator.traffic import TrafficGenerator, TrafficSpec
+from simulator.traffic.generator import TrafficGenerator
+from simulator.traffic.spec import TrafficSpec
 from simulator.world import Guild, World, guild_of
 
 Body = TypeVar("Body", bound=msgspec.Struct)

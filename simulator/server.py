@@ -27,7 +27,7 @@ from simulator.responses import error_response
 from simulator.rest import API_PREFIX, MAX_REQUEST_SIZE
 from simulator.rest.api import RestApi
 from simulator.stats import Stats
-from simulator.traffic import TrafficGenerator
+from simulator.traffic.generator import TrafficGenerator
 from simulator.world import World
 
 log = logging.getLogger("simulator")

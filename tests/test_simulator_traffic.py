@@ -21,16 +21,10 @@ from simulator.messages import MessageLog
 from simulator.payloads import PayloadFactory, SnowflakeFactory
 from simulator.sessions import Session
 from simulator.stats import Stats
-from simulator.traffic import (
-    DEFAULT_CONTENTS,
-    DEFAULT_MIX,
-    TICK,
-    UNICODE_EMOJI,
-    TrafficEvent,
-    TrafficGenerator,
-    TrafficPlan,
-    TrafficSpec,
-)
+from simulator.traffic.generator import TICK, TrafficGenerator
+from simulator.traffic.plan import TrafficEvent, TrafficPlan
+from simulator.traffic.spec import DEFAULT_CONTENTS, DEFAULT_MIX, TrafficSpec
+from simulator.traffic.speech import UNICODE_EMOJI
 from simulator.world import World, guild_of
 from tests.virtual_time import advance, virtual_clock
 
