@@ -4,7 +4,8 @@ Lifecycle (started by ``child.runtime``): hello with the master, bot code loaded
 (``module:function`` called as ``function(bot, ctx)``), shards started; then it answers
 heartbeats with its health, runs routed commands, and reports each shard's READY and
 disconnects. It stops when the master says so (SHARD_DISCONNECT for all its shards) or the
-link ends.
+link ends. Running the routed commands is ``shard_commands``'s: this module keeps hikari, the
+shards' states and their health.
 """
 
 from __future__ import annotations
@@ -25,8 +26,7 @@ from hikari.impl.shard import GatewayShardImpl
 
 from child.link import MasterLink, RequestError, resident_bytes
 from child.runtime import EXIT_UNUSABLE
-from protocol import AnyMessage, FrameTooLarge, shard_for_guild
-from protocol.deadlines import DeadlineWheel
+from protocol import AnyMessage, shard_for_guild
 from protocol.messages import (
     CommandBroadcast,
     CommandExec,
@@ -36,8 +36,6 @@ from protocol.messages import (
     IdentifyGrant,
     IdentifyRequest,
     IdentifySent,
-    ReplyError,
-    ReplyOk,
     ShardDisconnect,
     ShardHealth,
     ShardReady,
@@ -45,8 +43,9 @@ from protocol.messages import (
     StateChanged,
 )
 from worker import shard_hooks
-from worker.context import Handler, Invocation, ShardContext, describe_failure
+from worker.context import ShardContext
 from worker.entry_points import load_entry_point
+from worker.shard_commands import ShardCommands
 from worker.spec import Session, WorkerSpec
 
 log = logging.getLogger("worker")
@@ -82,8 +81,6 @@ class ShardWorker:
     def __init__(self, spec: WorkerSpec, link: MasterLink) -> None:
         self.spec = spec
         self.link = link
-        # Kept: asyncio.get_running_loop() and asyncio.create_task() cost a getpid() system call.
-        self.loop = asyncio.get_running_loop()
         self.bot = hikari.GatewayBot(
             spec.token,
             rest_url=spec.api_url,
@@ -114,9 +111,11 @@ class ShardWorker:
         }
         self.loop_lag_ms = 0.0
         self.stopping = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._commands: dict[int, asyncio.Task[None]] = {}  # running COMMAND_EXECs by nonce
-        self._overdue: DeadlineWheel[int] = DeadlineWheel(self._cancel_overdue)
+        self.commands = ShardCommands(
+            self.ctx, link, spec.shard_ids, spec.shard_count, self.stopping
+        )
+        # Bound once: a COMMAND_EXEC, by far the most frequent message, then costs one lookup.
+        self._start_command = self.commands.start
 
     async def run(self) -> int:
         spec = self.spec
@@ -252,9 +251,7 @@ class ShardWorker:
             # Answered from the reader itself: a blocked event loop shows as missed acks.
             self.link.send(self._health(message.nonce))
         elif isinstance(message, CommandBroadcast):
-            task = self.loop.create_task(self._broadcast(message))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self.commands.broadcast(message)
         elif isinstance(message, StateChanged | GuildSync):
             self.ctx.state.apply(message)
         elif isinstance(message, ShardDisconnect):
@@ -264,73 +261,6 @@ class ShardWorker:
             self.stopping.set()
         else:
             log.warning("unexpected %s from the master ignored", type(message).__name__)
-
-    def _start_command(self, request: CommandExec) -> None:
-        nonce = request.nonce
-        shard_id = (request.guild_id >> 22) % self.spec.shard_count  # shard_for_guild, inlined
-        invocation = Invocation(request.name, shard_id, request.guild_id, request.payload)
-        handler = self.ctx.handler_for(request.name)
-        if shard_id not in self.spec.shard_ids:
-            message = f"guild {request.guild_id} is on shard {shard_id}, not on this worker"
-            self._reply(ReplyError(nonce=nonce, code="unknown_target", message=message))
-        elif handler is None:
-            message = self.ctx.no_handler(invocation)
-            self._reply(ReplyError(nonce=nonce, code="no_handler", message=message))
-        elif not handler.is_coroutine:  # answered here and now, in the read callback
-            try:
-                self._reply(ReplyOk(nonce=nonce, payload=handler.function(invocation)))
-            except Exception as error:
-                message = describe_failure(error)
-                self._reply(ReplyError(nonce=nonce, code="handler_failed", message=message))
-        else:
-            task = self.loop.create_task(self._execute(nonce, handler.function, invocation))
-            self._commands[nonce] = task
-            self._overdue.add(nonce, request.deadline)
-
-    async def _execute(self, nonce: int, handler: Handler, invocation: Invocation) -> None:
-        reply: ReplyOk | ReplyError
-        try:
-            reply = ReplyOk(nonce=nonce, payload=await handler(invocation))
-        except asyncio.CancelledError:
-            if self.stopping.is_set():
-                raise
-            # Cancelled by the deadline wheel: the call is overdue.
-            self._commands[nonce].uncancel()
-            reply = ReplyError(nonce=nonce, code="timeout", message="handler passed the deadline")
-        except Exception as error:
-            reply = ReplyError(nonce=nonce, code="handler_failed", message=describe_failure(error))
-        finally:
-            self._overdue.discard(nonce)
-            self._commands.pop(nonce, None)
-        self._reply(reply)
-
-    def _cancel_overdue(self, nonce: int) -> None:
-        task = self._commands.get(nonce)
-        if task is not None:
-            task.cancel()
-
-    async def _broadcast(self, request: CommandBroadcast) -> None:
-        outcomes = await asyncio.gather(
-            *(
-                self.ctx.invoke(
-                    Invocation(request.name, shard_id, None, request.payload), request.deadline
-                )
-                for shard_id in self.spec.shard_ids
-            )
-        )
-        self._reply(ReplyOk(nonce=request.nonce, payload=outcomes))
-
-    def _reply(self, reply: ReplyOk | ReplyError) -> None:
-        try:
-            self.link.send(reply)
-        except (TypeError, ValueError, FrameTooLarge) as error:  # the result cannot go on the wire
-            self.link.send(
-                ReplyError(
-                    nonce=reply.nonce,
-                    code="handler_failed",
-                    message=f"the result cannot be sent: {error}",
-                )
-            )
 
     # -- health ------------------------------------------------------------------------------
 
