@@ -21,6 +21,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from protocol.clock import Clock
 from sharder.status import (
     ComputePoolStatus,
     ComputeStatus,
@@ -234,8 +235,11 @@ class StatusDisplay:
         console: Console | None = None,
         interval: float = 1.0,
         summary_interval: float = 10.0,
+        *,
+        clock: Clock = time.monotonic,
     ) -> None:
         self._snapshot = snapshot
+        self._clock = clock
         self.console = console or Console()
         self._interval = interval
         self._summary_interval = summary_interval
@@ -276,7 +280,7 @@ class StatusDisplay:
         return Group(_progress_line(status), status_table(status))
 
     async def _run_lines(self) -> None:
-        self._next_summary_at = time.monotonic() + self._summary_interval
+        self._next_summary_at = self._clock() + self._summary_interval
         while not self._stopping.is_set():
             for line in self._changes(self._snapshot()):
                 # out(): no markup, wrapping or highlighting, so the line is written as is.
@@ -306,7 +310,7 @@ class StatusDisplay:
         if ready != self._seen_ready:
             lines.append(_ready_change(status, self._seen_ready, ready))
         self._seen_ready = ready
-        now = time.monotonic()
+        now = self._clock()
         if now >= self._next_summary_at:
             self._next_summary_at = now + self._summary_interval
             summary = _summary_line(status)

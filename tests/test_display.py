@@ -1,11 +1,11 @@
 """The terminal output: shard ranges, the status table (full and compact), and the display's
-two modes: plain lines when not on a terminal, a live table on one."""
+two modes: plain lines when not on a terminal, a live table on one. The display's refreshes and
+summaries run on virtual time: a test advances the clock instead of waiting for it."""
 
 from __future__ import annotations
 
 import asyncio
 import io
-import time
 
 import pytest
 from rich.console import Console
@@ -18,8 +18,10 @@ from sharder.status import (
     ShardStatus,
     WorkerStatus,
 )
+from tests.virtual_time import advance, virtual_clock
 
 SHARDS_PER_WORKER = 4
+REFRESH = 0.01  # the display's refresh interval in the tests
 COMPUTE_EXIT = "the spin task passed its deadline (killed by SIGKILL)"
 
 
@@ -102,12 +104,15 @@ def table_rows(text: str, title: str) -> list[list[str]]:
     return rows
 
 
-async def wait_until_printed(output: io.StringIO, text: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_until_printed(output: io.StringIO, text: str, timeout: float = 1.0) -> None:
+    """Let the display refresh, in virtual time, until ``text`` is printed, at most ``timeout``
+    seconds of it (the tests refresh every 0.01 s)."""
+    clock = virtual_clock()
+    deadline = clock() + timeout
     while text not in output.getvalue():
-        if time.monotonic() > deadline:
+        if clock() > deadline:
             raise AssertionError(f"{text!r} not printed in {timeout} s:\n{output.getvalue()}")
-        await asyncio.sleep(0.01)
+        await advance(REFRESH)
 
 
 @pytest.mark.parametrize(
@@ -210,10 +215,13 @@ def test_many_shards_all_ready_is_one_line() -> None:
     assert "not ready" not in text
 
 
+@pytest.mark.virtual_time
 async def test_plain_lines_report_changes_once_and_no_escape_codes() -> None:
     status = make_status(ready={0, 1})
     console, output = plain_console()
-    display = StatusDisplay(lambda: status, console, interval=0.01, summary_interval=3600)
+    display = StatusDisplay(
+        lambda: status, console, REFRESH, summary_interval=3600, clock=virtual_clock()
+    )
     task = asyncio.create_task(display.run())
     try:
         await wait_until_printed(output, "shards ready 2/8 (ready: 0-1)")
@@ -226,7 +234,7 @@ async def test_plain_lines_report_changes_once_and_no_escape_codes() -> None:
         status.workers[1].last_exit = "killed by SIGKILL"
         status.shards[1].state = "resuming"
         await wait_until_printed(output, "worker 1: restarted")
-        await asyncio.sleep(0.2)  # about 20 refreshes with nothing new
+        await advance(20 * REFRESH)  # 20 refreshes with nothing new
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -246,10 +254,13 @@ async def test_plain_lines_report_changes_once_and_no_escape_codes() -> None:
     assert "\x1b" not in text
 
 
+@pytest.mark.virtual_time
 async def test_plain_summary_is_periodic_and_never_repeated() -> None:
     status = make_status()
     console, output = plain_console()
-    display = StatusDisplay(lambda: status, console, interval=0.01, summary_interval=0.05)
+    display = StatusDisplay(
+        lambda: status, console, REFRESH, summary_interval=0.05, clock=virtual_clock()
+    )
     task = asyncio.create_task(display.run())
     summary = (
         "status: running, shards ready 8/8, workers ready 2/2, compute ready 1/1 (3 queued), "
@@ -257,7 +268,7 @@ async def test_plain_summary_is_periodic_and_never_repeated() -> None:
     )
     try:
         await wait_until_printed(output, summary)
-        await asyncio.sleep(0.3)  # several summary periods, nothing changed
+        await advance(0.3)  # six summary periods, nothing changed
         assert output.getvalue().count("status: ") == 1
         status.events_per_s = 250.0
         await wait_until_printed(output, "250 events/s")
@@ -267,12 +278,13 @@ async def test_plain_summary_is_periodic_and_never_repeated() -> None:
     assert output.getvalue().count("status: ") == 2
 
 
+@pytest.mark.virtual_time
 @pytest.mark.parametrize("ending", ["stop", "cancel"])
 async def test_live_display_shows_progress_then_the_table_and_ends_clean(ending: str) -> None:
     status = make_status(ready={0, 1, 2})
     output = io.StringIO()
     console = Console(file=output, width=120, force_terminal=True)
-    display = StatusDisplay(lambda: status, console, interval=0.01)
+    display = StatusDisplay(lambda: status, console, REFRESH, clock=virtual_clock())
     task = asyncio.create_task(display.run())
     try:
         await wait_until_printed(output, "shards ready 3/8")
