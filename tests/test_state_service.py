@@ -36,9 +36,18 @@ class Recorder:
         self.sent: list[Any] = []
         self.is_open = True
         self.writable = True
+        self.replied = asyncio.Event()  # the answer to a request was sent: nothing follows it
 
     def send_soon(self, message: Any) -> None:
         self.sent.append(message)
+        if isinstance(message, ReplyOk | ReplyError):
+            self.replied.set()
+
+
+async def replied(handle: WorkerHandle) -> None:
+    """Until the service, working in a task of its own, has answered the worker's request."""
+    assert isinstance(handle.connection, Recorder)
+    await asyncio.wait_for(handle.connection.replied.wait(), 5.0)
 
 
 @pytest.fixture
@@ -117,7 +126,7 @@ async def test_a_change_whose_stamp_has_the_wrong_type_is_refused(service: Any) 
     state_service, handle = service
     bad = msgspec.msgpack.encode({"lww": {"prefix": ["soon", 0, 1, "?"]}})
     state_service.on_update(handle, update("guild_config", {"delta": bad}, guild_id=GUILD))
-    await asyncio.sleep(0.1)
+    await replied(handle)
     [reply] = handle.connection.sent
     assert isinstance(reply, ReplyError) and reply.code == "invalid"
     assert "Expected `int`, got `str`" in reply.message
@@ -135,7 +144,7 @@ async def test_a_guild_too_big_for_one_frame_is_synced_in_chunks_under_the_budge
         counter.report("messages", 1, user, 0)
         await state_service.store.merge("member_activity", f"{GUILD}:{user}", counter)
     state_service.on_sync(handle, StateSync(nonce=7, deadline=deadline_in(5)))
-    await asyncio.sleep(0.05)  # sent by a task, as fast as the worker reads
+    await replied(handle)  # sent by a task, as fast as the worker reads
     *chunks, answer = handle.connection.sent
     assert isinstance(answer, ReplyOk) and answer.payload == {"guilds": 1}
     assert len(chunks) > 1 and all(isinstance(chunk, GuildSync) for chunk in chunks)
