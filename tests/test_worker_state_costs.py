@@ -30,12 +30,18 @@ def user_entry(note: str, at: int) -> bytes:
 
 
 class MasterStandIn:
-    """Answers STATE_FETCH from its own table of users, and counts the fetches."""
+    """Answers STATE_FETCH from its own table of users, and counts the fetches.
+
+    A test that clears ``answering`` holds every answer until it sets it again: it decides when
+    the answer lands, with the fetch known to be on its way (``asked``).
+    """
 
     def __init__(self, users: dict[int, tuple[int, bytes]]) -> None:
         self.users = users
         self.fetches: list[int] = []
-        self.answer_delay = 0.0
+        self.asked = asyncio.Event()
+        self.answering = asyncio.Event()
+        self.answering.set()
         self._nonce = 0
 
     def next_nonce(self) -> int:
@@ -45,9 +51,13 @@ class MasterStandIn:
     async def call(self, request: Any) -> dict[str, Any]:
         assert isinstance(request, StateFetch)
         self.fetches.append(request.user_id)
+        self.asked.set()
+        await self.answering.wait()
         version, data = self.users.get(request.user_id, (0, None))
-        await asyncio.sleep(self.answer_delay)
         return {"version": version, "data": data}
+
+    async def fetch_on_its_way(self) -> None:
+        await asyncio.wait_for(self.asked.wait(), 5.0)
 
 
 def view(master: MasterStandIn, user_cache: int) -> SharedState:
@@ -98,20 +108,23 @@ async def test_changes_apply_to_held_users_only_and_never_go_backwards() -> None
 
 async def test_a_change_pushed_while_the_user_is_fetched_is_not_lost() -> None:
     master = MasterStandIn({5: (2, user_entry("at fetch", 2))})
-    master.answer_delay = 0.05
+    master.answering.clear()
     state = view(master, user_cache=10)
     reading = asyncio.create_task(state.user(5))
-    await asyncio.sleep(0.01)  # the fetch is on its way; a newer change arrives first
+    await master.fetch_on_its_way()  # a newer change arrives before its answer
     state.apply(changed(5, 3, "pushed meanwhile"))
+    master.answering.set()
     assert await reading == {"afk": "pushed meanwhile"}
 
 
 async def test_concurrent_readers_of_one_user_share_one_fetch() -> None:
     master = MasterStandIn({5: (1, user_entry("x", 1))})
-    master.answer_delay = 0.02
+    master.answering.clear()
     state = view(master, user_cache=10)
-    results = await asyncio.gather(*(state.user(5) for _ in range(10)))
-    assert results == [{"afk": "x"}] * 10
+    readers = asyncio.gather(*(state.user(5) for _ in range(10)))
+    await master.fetch_on_its_way()  # every reader has asked by now; none has an answer
+    master.answering.set()
+    assert await readers == [{"afk": "x"}] * 10
     assert master.fetches == [5]
 
 
