@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-from simulator.limits import FixedWindow
+from simulator.limits import Clock, FixedWindow
 
 MAJOR_PARAMETERS = ("channel_id", "guild_id", "webhook_id", "interaction_id")
 GLOBAL_WINDOW = 1.0
@@ -36,17 +36,24 @@ class Verdict:
 
 
 class RestRateLimiter:
-    def __init__(self, route_limit: int, route_window: float, global_limit: int) -> None:
+    def __init__(
+        self,
+        route_limit: int,
+        route_window: float,
+        global_limit: int,
+        clock: Clock = time.monotonic,
+    ) -> None:
         self.route_limit = route_limit
         self.route_window = route_window
-        self._global = FixedWindow(global_limit, GLOBAL_WINDOW)
+        self._clock = clock
+        self._global = FixedWindow(global_limit, GLOBAL_WINDOW, clock)
         self._buckets: dict[tuple[str, str], FixedWindow] = {}
         self._bucket_ids: dict[str, str] = {}
-        self._shared_until: dict[str, float] = {}  # route -> monotonic end of its forced 429
+        self._shared_until: dict[str, float] = {}  # route -> end of its forced 429, by the clock
 
     def force_shared(self, method: str, template: str, retry_after: float) -> None:
         """Refuse every call to the route, on any major parameter, for ``retry_after`` seconds."""
-        self._shared_until[f"{method} {template}"] = time.monotonic() + retry_after
+        self._shared_until[f"{method} {template}"] = self._clock() + retry_after
 
     def check(
         self,
@@ -56,7 +63,7 @@ class RestRateLimiter:
         *,
         exempt_from_global: bool = False,
     ) -> Verdict:
-        now = time.monotonic()
+        now = self._clock()
         route = f"{method} {template}"
         bucket_id = self._bucket_ids.get(route)
         if bucket_id is None:
@@ -68,7 +75,7 @@ class RestRateLimiter:
         bucket = self._buckets.get((bucket_id, major))
         if bucket is None:
             bucket = self._buckets[(bucket_id, major)] = FixedWindow(
-                self.route_limit, self.route_window
+                self.route_limit, self.route_window, self._clock
             )
         shared_until = self._shared_until.get(route)
         if shared_until is not None:
@@ -99,6 +106,8 @@ class RestRateLimiter:
     @staticmethod
     def _bucket_headers(bucket: FixedWindow, bucket_id: str, now: float) -> dict[str, str]:
         reset_after = bucket.reset_after(now)
+        # X-RateLimit-Reset is an epoch instant, which no monotonic clock gives: the wall clock
+        # now, plus what the limiter's own clock says is left.
         return {
             "X-RateLimit-Limit": str(bucket.limit),
             "X-RateLimit-Remaining": str(bucket.remaining(now)),

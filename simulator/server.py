@@ -21,6 +21,7 @@ from simulator.cdn import add_cdn_routes
 from simulator.config import SimulatorConfig
 from simulator.control import Control
 from simulator.gateway.hub import Gateway
+from simulator.limits import Clock
 from simulator.messages import MessageLog
 from simulator.payloads import PayloadFactory, SnowflakeFactory
 from simulator.responses import error_response
@@ -36,7 +37,8 @@ EXPIRY_INTERVAL: Final = 1.0  # seconds between sweeps of sessions past their re
 
 
 class Simulator:
-    def __init__(self, config: SimulatorConfig) -> None:
+    def __init__(self, config: SimulatorConfig, clock: Clock = time.monotonic) -> None:
+        """``clock`` keeps every limit, window and deadline; a test gives its virtual one."""
         self.config = config
         started = time.perf_counter()
         self.world = World(
@@ -52,7 +54,7 @@ class Simulator:
         self.stats = Stats()
         self.payloads = PayloadFactory(self.world)
         self.snowflakes = SnowflakeFactory()
-        self.gateway = Gateway(config, self.world, self.payloads, self.stats)
+        self.gateway = Gateway(config, self.world, self.payloads, self.stats, clock)
         self.messages = MessageLog(
             self.world, self.payloads, self.gateway, self.stats, self.snowflakes
         )
@@ -64,8 +66,11 @@ class Simulator:
             self.messages,
             self.stats,
             self.snowflakes,
+            clock,
         )
-        self.traffic = TrafficGenerator(self.world, self.payloads, self.gateway, self.messages)
+        self.traffic = TrafficGenerator(
+            self.world, self.payloads, self.gateway, self.messages, clock
+        )
         self.control = Control(
             self.world,
             self.payloads,

@@ -13,6 +13,8 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Protocol
 
+from simulator.limits import Clock
+
 
 class Outbox(Protocol):
     """Where a session's dispatches go while it has a connection."""
@@ -78,8 +80,9 @@ class Session:
 
 
 class SessionRegistry:
-    def __init__(self, resume_window: float) -> None:
+    def __init__(self, resume_window: float, clock: Clock = time.monotonic) -> None:
         self.resume_window = resume_window
+        self._clock = clock
         self._by_id: dict[str, Session] = {}
         # shard_count -> shard_id -> sessions: a guild's event goes to every session on its shard.
         self._by_shard: dict[int, dict[int, list[Session]]] = {}
@@ -96,7 +99,7 @@ class SessionRegistry:
         session = self._by_id.get(session_id)
         if session is None or session.ended:
             return None
-        now = time.monotonic() if now is None else now
+        now = self._clock() if now is None else now
         if session.outbox is None and now - session.dropped_at > self.resume_window:
             self.end(session)
             return None
@@ -105,7 +108,7 @@ class SessionRegistry:
     def detach(self, session: Session, now: float | None = None) -> None:
         """The session's connection went away; it stays resumable for the window."""
         session.outbox = None
-        session.dropped_at = time.monotonic() if now is None else now
+        session.dropped_at = self._clock() if now is None else now
 
     def end(self, session: Session) -> None:
         session.ended = True
@@ -122,7 +125,7 @@ class SessionRegistry:
 
     def expire(self, now: float | None = None) -> int:
         """End dropped sessions past the resume window; returns how many."""
-        now = time.monotonic() if now is None else now
+        now = self._clock() if now is None else now
         expired = [
             session
             for session in self._by_id.values()

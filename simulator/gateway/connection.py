@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import time
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import msgspec
@@ -63,10 +62,11 @@ class GatewayConnection:
         self._compress: compression.Compress | None = None
         self._pending: list[bytes] = []
         self._wake = asyncio.Event()
+        self._clock = gateway.clock
         self._sends = FixedWindow(
-            gateway.config.gateway_send_limit, gateway.config.gateway_send_window
+            gateway.config.gateway_send_limit, gateway.config.gateway_send_window, self._clock
         )
-        self._last_heartbeat = time.monotonic()
+        self._last_heartbeat = self._clock()
         self._tasks: list[asyncio.Task[None]] = []
 
     def __repr__(self) -> str:
@@ -239,7 +239,7 @@ class GatewayConnection:
         if op not in CLIENT_OPS:
             await self.close(CloseCode.UNKNOWN_OPCODE, f"unknown opcode {op}")
         elif op == Op.HEARTBEAT:
-            self._last_heartbeat = time.monotonic()
+            self._last_heartbeat = self._clock()
             self.stats.heartbeats += 1
             self.send_op(Op.HEARTBEAT_ACK, None)
         elif op == Op.IDENTIFY:
@@ -255,7 +255,7 @@ class GatewayConnection:
     async def _watch_heartbeats(self) -> None:
         allowed = self.gateway.config.heartbeat_interval * HEARTBEAT_GRACE
         while self.state is not ConnectionState.CLOSED:
-            overdue_in = self._last_heartbeat + allowed - time.monotonic()
+            overdue_in = self._last_heartbeat + allowed - self._clock()
             if overdue_in > 0:
                 await asyncio.sleep(overdue_in)
                 continue

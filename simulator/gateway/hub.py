@@ -4,6 +4,7 @@ the daily session budget, and the routing of a guild's events to the sessions of
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -13,7 +14,7 @@ from simulator.config import SimulatorConfig
 from simulator.gateway.connection import CLOSE_TIMEOUT, GatewayConnection
 from simulator.gateway.guilds import stream_guild_creates
 from simulator.gateway.protocol import EVENT_INTENTS, MESSAGE_CONTENT, encode
-from simulator.limits import FixedWindow
+from simulator.limits import Clock, FixedWindow
 from simulator.payloads import Payload, PayloadFactory
 from simulator.sessions import Session, SessionRegistry
 from simulator.stats import Stats
@@ -22,18 +23,27 @@ from simulator.world import World
 
 class Gateway:
     def __init__(
-        self, config: SimulatorConfig, world: World, payloads: PayloadFactory, stats: Stats
+        self,
+        config: SimulatorConfig,
+        world: World,
+        payloads: PayloadFactory,
+        stats: Stats,
+        clock: Clock = time.monotonic,
     ) -> None:
         self.config = config
         self.world = world
         self.payloads = payloads
         self.stats = stats
-        self.sessions = SessionRegistry(config.resume_window)
-        self.session_budget = FixedWindow(config.session_start_total, config.session_start_reset)
+        # Every window and deadline of the gateway and its connections runs on this clock.
+        self.clock = clock
+        self.sessions = SessionRegistry(config.resume_window, clock)
+        self.session_budget = FixedWindow(
+            config.session_start_total, config.session_start_reset, clock
+        )
         self.connections: set[GatewayConnection] = set()
         self.url = ""  # ws://HOST:PORT/gateway, known once the server is bound
         self._identify_buckets = [
-            FixedWindow(1, config.identify_window) for _ in range(config.max_concurrency)
+            FixedWindow(1, config.identify_window, clock) for _ in range(config.max_concurrency)
         ]
         # Tasks no handler awaits (guild streams, closing a displaced connection): held, as the
         # loop keeps only a weak reference to a task, and cancelled at shutdown.

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 from aiohttp import web
 
 from simulator.config import SimulatorConfig
 from simulator.gateway.hub import Gateway
+from simulator.limits import Clock
 from simulator.messages import MessageLog
 from simulator.payloads import PayloadFactory, SnowflakeFactory
 from simulator.ratelimit import RestRateLimiter
@@ -31,9 +34,10 @@ class RestApi:
         messages: MessageLog,
         stats: Stats,
         snowflakes: SnowflakeFactory,
+        clock: Clock = time.monotonic,
     ) -> None:
         self.limiter = RestRateLimiter(
-            config.rest_route_limit, config.rest_route_window, config.rest_global_limit
+            config.rest_route_limit, config.rest_route_window, config.rest_global_limit, clock
         )
         self.guard = RestGuard(world.token(), self.limiter, stats)
         bot_messages = BotMessages(world, messages, snowflakes)

@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from typing import Final
 
 import msgspec
 
 from simulator.gateway.hub import Gateway
+from simulator.limits import Clock
 from simulator.messages import MessageLog
 from simulator.payloads import PayloadFactory
 from simulator.traffic.plan import TrafficPlan
@@ -33,7 +33,7 @@ class TrafficGenerator:
         payloads: PayloadFactory,
         gateway: Gateway,
         messages: MessageLog,
-        clock: Callable[[], float] = time.monotonic,  # the simulator imports none of the sharder
+        clock: Clock = time.monotonic,
     ) -> None:
         self._clock = clock
         self.world = world
