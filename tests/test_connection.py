@@ -25,6 +25,7 @@ from protocol import (
 )
 from protocol.connection import FLUSH_THRESHOLD
 from protocol.messages import CommandExec, Hello, ReplyOk
+from tests.virtual_time import advance
 
 ENCODER = FrameEncoder()
 
@@ -102,6 +103,7 @@ async def test_first_frame_must_be_hello(raw_peer: RawPeer) -> None:
         await open_connection(raw_peer.ours, hello())
 
 
+@pytest.mark.virtual_time  # the hello timeout is a loop timer: it fires without the wait
 async def test_silent_peer_fails_the_handshake_at_its_timeout(raw_peer: RawPeer) -> None:
     with pytest.raises(HandshakeFailed, match=r"no HELLO from the peer within 0\.2 s"):
         await open_connection(raw_peer.ours, hello(), hello_timeout=0.2)
@@ -150,6 +152,7 @@ async def test_garbage_closes_that_connection_only(raw_peer: RawPeer) -> None:
         assert await worker.recv() == command(2)
 
 
+@pytest.mark.virtual_time
 async def test_slow_reader_makes_the_writer_wait_with_bounded_memory() -> None:
     limit, inbox_limit, count = 64 * 1024, 16, 400
     writer, reader = await pair(write_buffer_limit=limit, inbox_limit=inbox_limit)
@@ -164,7 +167,9 @@ async def test_slow_reader_makes_the_writer_wait_with_bounded_memory() -> None:
             sent += 1
 
     producer = asyncio.create_task(produce())
-    await asyncio.sleep(0.5)
+    # Virtual time moves only once no socket is ready: every write and read that can happen has
+    # happened, and half a second passes with the reader reading nothing, at no cost.
+    await advance(0.5)
     assert not producer.done(), "the writer should be waiting on the slow reader"
     assert sent < count // 2
     assert writer.write_buffer_size <= limit + frame_size
