@@ -26,6 +26,7 @@ import json
 import logging
 import multiprocessing.connection
 import socket
+import time
 import urllib.parse
 from collections.abc import Mapping
 
@@ -39,6 +40,7 @@ from gate.routes import redacted
 from gate.spec import RestGateSpec
 from gate.waiting import GateRefusal
 from protocol import AnyMessage
+from protocol.clock import Clock
 from protocol.messages import Heartbeat, RestGateReport, RouteReport
 
 log = logging.getLogger("gate.rest_gate")
@@ -93,7 +95,13 @@ async def serve(
 class RestGate:
     """The proxy: who may call, when each request may go, and its forwarding."""
 
-    def __init__(self, spec: RestGateSpec, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        spec: RestGateSpec,
+        session: aiohttp.ClientSession,
+        *,
+        clock: Clock = time.monotonic,
+    ) -> None:
         self.spec = spec
         self.session = session
         self.upstream = spec.api_url.rstrip("/")
@@ -103,6 +111,7 @@ class RestGate:
             invalid_limit=spec.invalid_limit,
             slowdown_at=spec.slowdown_at,
             refuse_at=spec.refuse_at,
+            clock=clock,
         )
 
     def application(self) -> web.Application:

@@ -1,6 +1,7 @@
 """The REST gate's forwarding on its failure paths: whatever way a request ends, its bucket's turn
 is given back, so one upstream timeout cannot hold a route until the gate restarts; and only
-this sharder's workers get through, below the API base."""
+this sharder's workers get through, below the API base. The upstream timeouts are met on
+virtual time: the slow upstream and the gate's timeout wait on one clock that jumps."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ SECRET = "per-run-secret"
 
 
 class Upstream:
-    """An API whose first message never gets an answer; the later ones get one at once."""
+    """An API whose first message never gets an answer in time; the later ones get one at once.
+    (Slow on the test's loop clock: virtual seconds, in the tests that time out.)"""
 
     def __init__(self) -> None:
         self.calls = 0
@@ -63,8 +65,10 @@ async def gate_url() -> AsyncIterator[tuple[str, Upstream]]:
         slowdown_at=0.5,
         refuse_at=0.95,
     )
-    # The gate process's session, here with an upstream timeout short enough to hit.
-    gate = RestGate(spec, aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.3)))
+    # The gate process's session, here with an upstream timeout short enough to hit; the gate's
+    # limits on the loop's clock, virtual in the tests of timeouts.
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.3))
+    gate = RestGate(spec, session, clock=asyncio.get_running_loop().time)
     gate_runner, url = await serve(gate.application())
     try:
         yield f"{url}/{SECRET}/w/0/api/v10", upstream
@@ -74,6 +78,7 @@ async def gate_url() -> AsyncIterator[tuple[str, Upstream]]:
         await api_runner.cleanup()
 
 
+@pytest.mark.virtual_time
 async def test_an_upstream_timeout_answers_502_and_gives_the_bucket_back(
     gate_url: tuple[str, Upstream],
 ) -> None:
@@ -100,6 +105,7 @@ def test_tokens_in_paths_are_redacted_for_the_logs(path: str, shown: str) -> Non
     assert redacted(path) == shown
 
 
+@pytest.mark.virtual_time
 async def test_a_timed_out_webhook_call_logs_no_token(
     gate_url: tuple[str, Upstream], caplog: pytest.LogCaptureFixture
 ) -> None:
