@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import emoji
@@ -25,6 +24,7 @@ from simulator.cdn import (
 from simulator.server import Simulator
 from simulator.world import Emoji, World
 from tests.simulation import running_simulator
+from tests.virtual_time import virtual_clock
 from worker import emoji_compose
 from worker.emoji_compose import MAX_OUTPUT_PIXELS, compose
 from worker.emoji_fetch import EmojiFetcher, EmojiSources, emoji_url, fetch_emoji_images
@@ -237,7 +237,9 @@ async def serving(handler: Handler, release: asyncio.Event) -> AsyncIterator[Emo
         await runner.cleanup()
 
 
+@pytest.mark.virtual_time  # the fetch's timeout is a loop timer: it fires without the wait
 async def test_a_slow_cdn_times_out_quickly() -> None:
+    clock = virtual_clock()
     release = asyncio.Event()
 
     async def never_answers(request: web.Request) -> web.StreamResponse:
@@ -247,10 +249,10 @@ async def test_a_slow_cdn_times_out_quickly() -> None:
     async with serving(never_answers, release) as sources:
         slow = EmojiSources(sources.custom_base, sources.unicode_base, timeout=0.2)
         async with fetcher_for(slow) as fetcher:
-            started = time.monotonic()
+            started = clock()
             with pytest.raises(EmojiError) as caught:
                 await fetcher.fetch(custom("slow", STATIC_ID))
-            assert time.monotonic() - started < 2.0
+            assert clock() - started < 2.0
     assert str(caught.value) == f"fetching emoji {STATIC_ID} timed out after 0.2 s"
 
 
@@ -284,6 +286,7 @@ async def test_images_over_the_size_cap_are_refused_declared_or_streamed() -> No
     )
 
 
+@pytest.mark.virtual_time  # the CDN is slow in virtual seconds
 async def test_cache_hits_shared_requests_and_eviction_by_bytes() -> None:
     release = asyncio.Event()
     requests: list[str] = []
