@@ -2,6 +2,10 @@
 
 Each close code has the input that earns it; each enforcement rule has a test that breaks it and
 reads the violation from the simulator's counters; RESUME must replay exactly what was missed.
+
+Every test runs on virtual time (``tests/virtual_time.py``), the simulator and its clients in the
+test's loop: a window or deadline (identify buckets, the session budget, the resume window,
+heartbeats) is crossed with ``advance``, just before and just after its end, without waiting.
 """
 
 from __future__ import annotations
@@ -16,8 +20,14 @@ from simulator.gateway import connection
 from simulator.server import Simulator
 from tests.gateway_client import ALL_INTENTS, GatewayClosed, RawGatewayClient
 from tests.simulation import ControlError, call_control, eventually, running_simulator
+from tests.virtual_time import advance, virtual_clock
+
+pytestmark = pytest.mark.virtual_time
 
 GUILDS = 6
+HEARTBEAT_INTERVAL = 10.0  # seconds; a client 1.5 intervals late is closed with 4009
+IDENTIFY_WINDOW = 5.0
+RESUME_WINDOW = 10.0
 MESSAGE_CONTENT = 1 << 15
 GUILD_MESSAGES = 1 << 9
 
@@ -140,11 +150,20 @@ async def test_more_than_the_send_limit_closes_4008() -> None:
 
 
 async def test_missing_heartbeats_close_4009() -> None:
-    async with running_simulator(heartbeat_interval=0.1) as sim:
+    async with running_simulator(heartbeat_interval=HEARTBEAT_INTERVAL) as sim:
+        allowed = HEARTBEAT_INTERVAL * 1.5
+        clock = virtual_clock()
         client = await RawGatewayClient.connect(sim.gateway_url)
         await client.hello()
-        assert await closed_with(client) == 4009
+        await advance(allowed - 0.1)  # late, but within the grace: the beat is taken
+        await client.send({"op": 1, "d": None})
+        assert (await client.receive())["op"] == 11
+        beat_at = clock()
+        # No next beat. Reading meanwhile, so the client answers the close frame when it comes.
+        assert await client.expect_close(timeout=allowed + 1) == 4009
+        assert clock() == pytest.approx(beat_at + allowed, abs=1e-6)  # when it fell overdue
         assert sim.stats.heartbeat_timeouts == 1
+        await client.http.close()
 
 
 @pytest.mark.parametrize("shard", [[2, 2], [-1, 2], [0, 0], [0], "0,1"])
@@ -206,43 +225,58 @@ async def identify_only(sim: Simulator, shard: tuple[int, int]) -> RawGatewayCli
 
 
 async def test_identify_buckets_count_a_second_identify_inside_the_window() -> None:
-    async with running_simulator(guilds=4, max_concurrency=2, identify_window=0.5) as sim:
+    async with running_simulator(
+        guilds=4, max_concurrency=2, identify_window=IDENTIFY_WINDOW
+    ) as sim:
         clients = [await identify_only(sim, (shard, 4)) for shard in (0, 1)]
         for client in clients:
             assert (await client.receive())["t"] == "READY"
         assert sim.stats.identify_violations == 0
+        await advance(IDENTIFY_WINDOW - 0.1)
         same_bucket = await identify_only(sim, (2, 4))  # 2 % 2 == 0: shard 0's bucket
         assert (await same_bucket.receive())["t"] == "READY"  # lenient: counted, not closed
         assert sim.stats.identify_violations == 1
-        await asyncio.sleep(0.6)
-        after_window = await identify_only(sim, (3, 4))
-        assert (await after_window.receive())["t"] == "READY"
+        await advance(0.2)  # just past both buckets' windows; the refused IDENTIFY took none
+        after_window = [await identify_only(sim, (shard, 4)) for shard in (2, 3)]
+        for client in after_window:
+            assert (await client.receive())["t"] == "READY"
         assert sim.stats.identify_violations == 1
-        assert sim.stats.identifies == 4
-        for client in [*clients, same_bucket, after_window]:
+        assert sim.stats.identifies == 5
+        for client in [*clients, same_bucket, *after_window]:
             await client.close()
 
 
 async def test_strict_mode_closes_an_identify_inside_the_window_with_4008() -> None:
-    async with running_simulator(guilds=2, identify_window=5.0, strict=True) as sim:
+    async with running_simulator(guilds=2, identify_window=IDENTIFY_WINDOW, strict=True) as sim:
         first = await identify_only(sim, (0, 2))
         assert (await first.receive())["t"] == "READY"
+        await advance(IDENTIFY_WINDOW - 0.1)
         second = await identify_only(sim, (1, 2))
         assert await closed_with(second) == 4008
         assert sim.stats.identify_violations == 1
-        await first.close()
+        await advance(0.2)
+        third = await identify_only(sim, (1, 2))
+        assert (await third.receive())["t"] == "READY"
+        assert sim.stats.identify_violations == 1
+        for client in (first, third):
+            await client.close()
 
 
 @pytest.mark.parametrize("strict", [False, True])
 async def test_identifies_past_the_daily_session_budget_are_counted(strict: bool) -> None:
+    budget_reset = 4 * IDENTIFY_WINDOW  # the "day" after which the budget refills
     async with running_simulator(
-        guilds=1, session_start_total=2, identify_window=0.01, strict=strict
+        guilds=1,
+        session_start_total=2,
+        session_start_reset=budget_reset,
+        identify_window=IDENTIFY_WINDOW,
+        strict=strict,
     ) as sim:
         clients = []
         for _ in range(2):
             clients.append(await identify_only(sim, (0, 1)))
             assert (await clients[-1].receive())["t"] == "READY"
-            await asyncio.sleep(0.02)
+            await advance(IDENTIFY_WINDOW)  # so that only the budget is in the way
         over = await identify_only(sim, (0, 1))
         if strict:
             assert await closed_with(over) == 4008
@@ -250,7 +284,11 @@ async def test_identifies_past_the_daily_session_budget_are_counted(strict: bool
             assert (await over.receive())["t"] == "READY"
             clients.append(over)
         assert sim.stats.session_budget_violations == 1
-        for client in clients:
+        await advance(budget_reset - 2 * IDENTIFY_WINDOW + 0.1)  # just past the budget's reset
+        refilled = await identify_only(sim, (0, 1))
+        assert (await refilled.receive())["t"] == "READY"
+        assert sim.stats.session_budget_violations == 1
+        for client in [*clients, refilled]:
             await client.close()
 
 
@@ -307,12 +345,19 @@ async def test_resume_from_an_older_seq_replays_what_the_client_did_not_see() ->
         await resumed.close()
 
 
-async def test_a_dropped_session_is_not_resumable_after_the_resume_window() -> None:
-    async with running_simulator(guilds=1, resume_window=0.2) as sim:
+async def test_a_dropped_session_resumes_within_the_resume_window_and_not_after() -> None:
+    async with running_simulator(guilds=1, resume_window=RESUME_WINDOW) as sim:
         client = await connected(sim)
         assert client.session_id is not None
         await client.abort()
-        await asyncio.sleep(0.4)
+        await eventually(lambda: sim.gateway.sessions.connected() == 0)  # the server saw it
+        await advance(RESUME_WINDOW - 0.1)
+        in_time = await RawGatewayClient.connect(sim.gateway_url)
+        await in_time.resume(sim.token, client.session_id, client.seq)
+        assert (await in_time.receive())["t"] == "RESUMED"
+        await in_time.abort()  # dropped again: the window starts over
+        await eventually(lambda: sim.gateway.sessions.connected() == 0)
+        await advance(RESUME_WINDOW + 0.1)
         late = await RawGatewayClient.connect(sim.gateway_url)
         await late.resume(sim.token, client.session_id, client.seq)
         invalid = await late.receive()
