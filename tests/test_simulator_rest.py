@@ -1,9 +1,11 @@
 """The simulator's REST API over real HTTP: auth, rate limits, messages, reads, interactions.
 
-Every test runs its own in-process simulator on a port the OS picks, with windows shrunk so a
-limit can be broken and watched reopen in about a second. The last tests point hikari's real
-REST client at it: its entity factory must parse every response, and it must pace itself by the
-rate limit headers without being told 429.
+Every test runs its own in-process simulator on a port the OS picks. The rate limit tests run
+it on virtual time (``tests/virtual_time.py``): no time passes between calls unless the test
+advances it, so a limit is broken exactly, and a window is crossed with ``advance``, just before
+and just after it ends, without waiting. The last tests point hikari's real REST client at it:
+its entity factory must parse every response, and it must pace itself by the rate limit headers
+without being told 429; hikari keeps its limits by the wall clock, so those run in real time.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from simulator.server import Simulator
 from simulator.world import EMOJI_BASE, user_id
 from tests.gateway_client import RawGatewayClient
 from tests.simulation import running_simulator
+from tests.virtual_time import advance
 
 GUILDS = 4
 # Limits high enough that only the rate limit tests ever meet them.
@@ -240,6 +243,7 @@ async def test_oauth2_application_is_the_bots_application(api: Api) -> None:
 # -- rate limits --------------------------------------------------------------------------------
 
 
+@pytest.mark.virtual_time
 async def test_route_bucket_gives_limit_calls_then_429_with_discords_headers() -> None:
     async with simulator_api(rest_route_limit=3, rest_route_window=1.0) as api:
         channel_id = api.channel_of(api.guild_at(0))
@@ -271,6 +275,7 @@ async def test_route_bucket_gives_limit_calls_then_429_with_discords_headers() -
         assert (stats.rest_429, stats.rest_global_429, stats.bot_messages) == (1, 0, 3)
 
 
+@pytest.mark.virtual_time
 async def test_route_bucket_is_per_channel_but_reports_one_bucket_id() -> None:
     async with simulator_api(rest_route_limit=3, rest_route_window=5.0) as api:
         first = api.channel_of(api.guild_at(0), 0)
@@ -290,6 +295,7 @@ async def test_route_bucket_is_per_channel_but_reports_one_bucket_id() -> None:
         assert read.headers["X-RateLimit-Remaining"] == "2"
 
 
+@pytest.mark.virtual_time
 async def test_route_bucket_reopens_after_reset_after() -> None:
     async with simulator_api(rest_route_limit=3, rest_route_window=1.0) as api:
         channel_id = api.channel_of(api.guild_at(0))
@@ -297,12 +303,18 @@ async def test_route_bucket_reopens_after_reset_after() -> None:
             assert (await api.post_message(channel_id, f"call {n}")).status == 200
         limited = await api.post_message(channel_id, "too soon")
         assert limited.status == 429, limited
+        reset_after = float(limited.headers["X-RateLimit-Reset-After"])
+        assert reset_after == 1.0  # no time passed: the whole window is left
 
-        await asyncio.sleep(float(limited.headers["X-RateLimit-Reset-After"]) + 0.05)
+        await advance(reset_after - 0.05)
+        still_limited = await api.post_message(channel_id, "still too soon")
+        assert still_limited.status == 429, still_limited
+        assert float(still_limited.headers["X-RateLimit-Reset-After"]) == pytest.approx(0.05)
+        await advance(0.1)
         reopened = await api.post_message(channel_id, "after the window")
         assert reopened.status == 200, reopened
         assert reopened.headers["X-RateLimit-Remaining"] == "2"
-        assert api.sim.stats.rest_429 == 1
+        assert api.sim.stats.rest_429 == 2
         assert [m["content"] for m in await api.bot_messages()] == [
             "call 0",
             "call 1",
@@ -311,6 +323,7 @@ async def test_route_bucket_reopens_after_reset_after() -> None:
         ]
 
 
+@pytest.mark.virtual_time
 async def test_global_limit_429s_the_request_over_the_per_second_budget() -> None:
     async with simulator_api(rest_global_limit=5, rest_route_limit=10_000) as api:
         guild_id = api.guild_at(0)
@@ -335,6 +348,7 @@ async def test_global_limit_429s_the_request_over_the_per_second_budget() -> Non
         assert (stats.rest_429, stats.rest_global_429) == (1, 1)
 
 
+@pytest.mark.virtual_time
 async def test_interaction_callbacks_are_exempt_from_the_global_limit() -> None:
     async with simulator_api(rest_global_limit=2, rest_route_limit=10_000) as api:
         interaction = (await api.control("POST", "/interactions", {"command": "ping"})).body
@@ -358,6 +372,7 @@ async def force_shared_429(api: Api, retry_after: float, route: str = MESSAGES_R
     assert reply.body == {"route": route, "method": "POST", "until_s": retry_after}
 
 
+@pytest.mark.virtual_time
 async def test_forced_shared_429_refuses_the_route_on_every_channel_until_retry_after() -> None:
     async with simulator_api(rest_route_limit=5, rest_global_limit=10_000) as api:
         first = api.channel_of(api.guild_at(0), 0)
@@ -399,14 +414,18 @@ async def test_forced_shared_429_refuses_the_route_on_every_channel_until_retry_
         stats = (await api.control("GET", "/stats")).body
         assert (stats["rest_429"], stats["rest_shared_429"], stats["rest_global_429"]) == (2, 2, 0)
 
-        await asyncio.sleep(limited[-1].body["retry_after"] + 0.05)
+        await advance(limited[-1].body["retry_after"] - 0.05)
+        still = await api.post_message(other, "still refused")
+        assert still.status == 429 and still.headers["X-RateLimit-Scope"] == "shared", still
+        await advance(0.1)
         after = [await api.post_message(first, "after"), await api.post_message(other, "after")]
         assert [reply.status for reply in after] == [200, 200], after
         assert [reply.headers["X-RateLimit-Remaining"] for reply in after] == ["3", "4"]
         assert [m["content"] for m in await api.bot_messages()] == ["ok", "after", "after"]
-        assert (api.sim.stats.rest_429, api.sim.stats.rest_shared_429) == (2, 2)
+        assert (api.sim.stats.rest_429, api.sim.stats.rest_shared_429) == (3, 3)
 
 
+@pytest.mark.virtual_time
 async def test_forced_shared_429_takes_no_global_slot() -> None:
     async with simulator_api(rest_global_limit=2, rest_route_limit=10_000) as api:
         channel_id = api.channel_of(api.guild_at(0))
@@ -728,6 +747,7 @@ async def test_control_listing_shows_exactly_the_bots_messages_and_filters(api: 
     assert api.sim.stats.user_messages == 1
 
 
+@pytest.mark.virtual_time  # the wait for nothing on shard 0 ends when nothing is in flight
 async def test_bot_message_is_dispatched_as_message_create_to_its_guilds_shard_only() -> None:
     async with simulator_api(max_concurrency=2, **UNLIMITED) as api:
         shards = [await RawGatewayClient.connect(api.sim.gateway_url) for _ in range(2)]
