@@ -1,4 +1,8 @@
-"""The control API over HTTP: injections are checked where they enter, traffic reaches shards."""
+"""The control API over HTTP: injections are checked where they enter, traffic reaches shards.
+
+The simulator runs in the test's loop on virtual time (``tests/virtual_time.py``): paced traffic
+moves with ``advance``, and a wait for the end of a stream ends as soon as nothing is in flight.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,10 @@ import collections
 import pytest
 
 from tests.gateway_client import RawGatewayClient
-from tests.simulation import ControlError, call_control, eventually, running_simulator
+from tests.simulation import ControlError, call_control, running_simulator
+from tests.virtual_time import advance
+
+pytestmark = pytest.mark.virtual_time
 
 
 async def test_traffic_started_over_http_reaches_the_shards_and_stops() -> None:
@@ -26,7 +33,8 @@ async def test_traffic_started_over_http_reaches_the_shards_and_stops() -> None:
         }
         status = await call_control(sim.control_url, "POST", "/traffic/start", spec)
         assert status["running"]
-        await eventually(lambda: not sim.traffic.running and sim.stats.events_dispatched >= 200 + 6)
+        await sim.traffic.wait(timeout=15)
+        assert sim.stats.events_dispatched == 200 + 2 + 4  # traffic, READYs, GUILD_CREATEs
         seen: collections.Counter[str] = collections.Counter()
         for client in clients:
             for _ in range(len(seen), 10_000):
@@ -63,9 +71,10 @@ async def test_traffic_runs_until_stopped_and_refuses_a_second_start() -> None:
         with pytest.raises(ControlError) as twice:
             await call_control(sim.control_url, "POST", "/traffic/start", {"rate": 500})
         assert twice.value.status == 409
-        await eventually(lambda: sim.stats.user_messages > 0)
+        await advance(0.1)  # 50 events due at 500 a second, a tick or so behind at most
         stopped = await call_control(sim.control_url, "POST", "/traffic/stop")
-        assert not stopped["running"] and stopped["sent"] > 0
+        assert not stopped["running"] and 40 <= stopped["sent"] <= 50
+        assert sim.stats.user_messages > 0
 
 
 @pytest.mark.parametrize(
