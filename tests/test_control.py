@@ -1,5 +1,5 @@
 """The control socket over real unix sockets: round trips, the socket file's life, bad input,
-silent and slow peers, and the client's errors."""
+silent and slow peers, and the client's errors. The tests of timeouts run on virtual time."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import shutil
 import socket
 import stat
 import tempfile
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from sharder.control_requests import MAX_REQUEST_BYTES
 from sharder.control_server import ControlServer
 from sharder.control_socket import AlreadyRunning
 from sharder.status import SharderStatus, ShardStatus, WorkerStatus
+from tests.virtual_time import virtual_clock
 
 WORKERS = 4
 
@@ -78,7 +78,7 @@ class FakeHandler:
 
     async def restart(self, worker_id: int) -> str:
         if self.restart_hangs:
-            await asyncio.sleep(3600)  # cancelled by the server's close()
+            await asyncio.Event().wait()  # never set: until the server cancels it
         if self.restart_error is not None:
             raise self.restart_error
         if not 0 <= worker_id < WORKERS:
@@ -327,21 +327,23 @@ async def test_handler_failure_is_answered_logged_and_survived(
     assert (await call(socket_path, {"command": "restart", "worker": 1}))["ok"] is True
 
 
+@pytest.mark.virtual_time
 async def test_a_silent_client_is_dropped_while_others_are_served(
     socket_path: Path, handler: FakeHandler
 ) -> None:
+    clock = virtual_clock()
     control = ControlServer(socket_path, handler, read_timeout=1.5)
     await control.start()
-    started = time.monotonic()
+    started = clock()
     silent_reader, silent_writer = await asyncio.open_unix_connection(str(socket_path))
     try:
         for _ in range(3):
             assert (await call(socket_path, {"command": "status"}, timeout=2.0))["ok"] is True
         # Served long before the silent client's read timeout, not after it.
-        assert time.monotonic() - started < 1.0
+        assert clock() - started < 1.0
         # The server hangs up on it after its read timeout, without an answer.
         assert await asyncio.wait_for(silent_reader.read(), 5.0) == b""
-        assert time.monotonic() - started >= 1.4
+        assert clock() - started >= 1.4
     finally:
         silent_writer.close()
         await control.close()
@@ -360,14 +362,16 @@ def test_call_sync_on_a_missing_socket(socket_path: Path) -> None:
         call_sync(socket_path, {"command": "status"}, 1.0)
 
 
+@pytest.mark.virtual_time
 async def test_call_times_out_when_the_handler_hangs(
     server: ControlServer, socket_path: Path, handler: FakeHandler
 ) -> None:
+    clock = virtual_clock()
     handler.restart_hangs = True
-    started = time.monotonic()
+    started = clock()
     with pytest.raises(TimeoutError) as raised:
         await call(socket_path, {"command": "restart", "worker": 1}, timeout=0.3)
-    assert 0.25 <= time.monotonic() - started < 3.0
+    assert 0.25 <= clock() - started < 3.0
     assert str(raised.value) == (
         f"the sharder did not answer 'restart' within 0.3 s (control socket {socket_path})"
     )
@@ -375,6 +379,7 @@ async def test_call_times_out_when_the_handler_hangs(
     assert (await call(socket_path, {"command": "status"}))["ok"] is True
 
 
+@pytest.mark.virtual_time
 async def test_a_handler_that_overruns_its_timeout_is_answered(
     socket_path: Path, handler: FakeHandler
 ) -> None:
