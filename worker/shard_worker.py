@@ -4,8 +4,9 @@ Lifecycle (started by ``child.runtime``): hello with the master, bot code loaded
 (``module:function`` called as ``function(bot, ctx)``), shards started; then it answers
 heartbeats with its health, runs routed commands, and reports each shard's READY and
 disconnects. It stops when the master says so (SHARD_DISCONNECT for all its shards) or the
-link ends. Running the routed commands is ``shard_commands``'s: this module keeps hikari, the
-shards' states and their health.
+link ends. Running the routed commands is ``shard_commands``'s, reporting the shards' health
+``shard_health``'s: this module puts the process together and moves the shards' states as
+hikari and the master's identify gate say.
 """
 
 from __future__ import annotations
@@ -15,46 +16,36 @@ import base64
 import contextlib
 import inspect
 import logging
-import math
 import multiprocessing.connection
 import os
 import time
-from collections import Counter
 
 import hikari
-from hikari.impl.shard import GatewayShardImpl
 
-from child.link import MasterLink, RequestError, resident_bytes
+from child.link import MasterLink, RequestError
 from child.runtime import EXIT_UNUSABLE
-from protocol import AnyMessage, shard_for_guild
+from protocol import AnyMessage
 from protocol.messages import (
     CommandBroadcast,
     CommandExec,
     GuildSync,
     Heartbeat,
-    HeartbeatAck,
     IdentifyGrant,
     IdentifyRequest,
     IdentifySent,
     ShardDisconnect,
-    ShardHealth,
     ShardReady,
-    ShardState,
     StateChanged,
 )
 from worker import shard_hooks
 from worker.context import ShardContext
 from worker.entry_points import load_entry_point
 from worker.shard_commands import ShardCommands
-from worker.spec import Session, WorkerSpec
+from worker.shard_health import WorkerHealth
+from worker.spec import WorkerSpec
 
 log = logging.getLogger("worker")
 
-LAG_PROBE_INTERVAL = 0.25
-# While guilds load, how often their count is checked, and for how long at most (guilds that
-# stay unavailable never arrive).
-LOAD_CHECK_INTERVAL = 0.1
-LOAD_WATCH_LIMIT = 600.0
 IDENTIFY_WAIT = 600.0  # one ask's deadline; a longer queue (a spent budget) is asked again
 CLOSE_TIMEOUT = 5.0
 
@@ -99,17 +90,9 @@ class ShardWorker:
             compute_timeout=spec.compute_timeout,
             user_cache=spec.user_cache,
         )
-        self.states: dict[int, ShardState] = dict.fromkeys(spec.shard_ids, "starting")
-        self.guild_counts: dict[int, int] = dict(spec.guild_counts)
-        self.events = 0  # dispatches received, counted by their sequence numbers
-        # Each shard's session and the seq its dispatches were counted up to. Not a listener on
-        # every event: that makes hikari build an object and a task for each one, which cost
-        # 70% more CPU and 90 MiB more memory over a load of 2,500 guilds of 50 members.
-        self._counted: dict[int, tuple[str, int]] = {
-            shard_id: (session.session_id, session.seq)
-            for shard_id, session in spec.sessions.items()
-        }
-        self.loop_lag_ms = 0.0
+        self.health = WorkerHealth(spec, self.bot, link)
+        # Written here, as hikari and the identify gate move each shard; read by the reports.
+        self.states = self.health.states
         self.stopping = asyncio.Event()
         self.commands = ShardCommands(
             self.ctx, link, spec.shard_ids, spec.shard_count, self.stopping
@@ -128,8 +111,8 @@ class ShardWorker:
             )
             shard_hooks.install_resume(spec.sessions, bot_user_id(spec.token))
         serving = asyncio.create_task(self._serve())
-        lag_probe = asyncio.create_task(self._probe_loop_lag())
-        load_watch = asyncio.create_task(self._report_guild_loads())
+        lag_probe = asyncio.create_task(self.health.probe_loop_lag())
+        load_watch = asyncio.create_task(self.health.report_guild_loads())
         # The shared state of our guilds arrives before the bot code runs or a shard connects.
         synced = await self.ctx.state.sync()
         log.info("shared state of %d guilds received", synced)
@@ -172,7 +155,7 @@ class ShardWorker:
             shard_id = event.shard.id
             self.states[shard_id] = "ready"
             guild_ids = [int(guild_id) for guild_id in event.unavailable_guilds]
-            self.guild_counts[shard_id] = len(guild_ids)
+            self.health.guild_counts[shard_id] = len(guild_ids)
             # Resumable from READY on: a crash before the first heartbeat still hands it over.
             self.link.send(
                 ShardReady(
@@ -206,7 +189,7 @@ class ShardWorker:
         Closing the websockets would end the sessions (hikari closes with 1000); a process that
         exits drops its connections without a close frame, and Discord keeps them resumable.
         """
-        self.link.connection.send_batch_nowait([self._health(0)])
+        self.link.connection.send_batch_nowait([self.health.ack(0)])
         logging.shutdown()
         os._exit(0)
 
@@ -249,7 +232,7 @@ class ShardWorker:
             self._start_command(message)
         elif isinstance(message, Heartbeat):
             # Answered from the reader itself: a blocked event loop shows as missed acks.
-            self.link.send(self._health(message.nonce))
+            self.link.send(self.health.ack(message.nonce))
         elif isinstance(message, CommandBroadcast):
             self.commands.broadcast(message)
         elif isinstance(message, StateChanged | GuildSync):
@@ -261,76 +244,3 @@ class ShardWorker:
             self.stopping.set()
         else:
             log.warning("unexpected %s from the master ignored", type(message).__name__)
-
-    # -- health ------------------------------------------------------------------------------
-
-    def _health(self, nonce: int) -> HeartbeatAck:
-        shard_count = self.spec.shard_count
-        guilds = Counter(
-            shard_for_guild(int(guild_id), shard_count)
-            for guild_id in self.bot.cache.get_guilds_view()
-        )
-        shards = []
-        for shard_id, state in self.states.items():
-            shard = self.bot.shards.get(shard_id)
-            latency = shard.heartbeat_latency if shard is not None else math.nan
-            session = shard_hooks.session_of(shard) if isinstance(shard, GatewayShardImpl) else None
-            if session is not None:
-                self._count_events(shard_id, session)
-            shards.append(
-                ShardHealth(
-                    shard_id=shard_id,
-                    state=state,
-                    # A resumed shard's cache holds only what came since; READY said the rest.
-                    guilds=max(guilds.get(shard_id, 0), self.guild_counts.get(shard_id, 0)),
-                    guilds_loaded=guilds.get(shard_id, 0),
-                    latency_ms=None if math.isnan(latency) else round(latency * 1000, 2),
-                    session_id=session.session_id if session else None,
-                    seq=session.seq if session else None,
-                    resume_url=session.resume_url if session else None,
-                )
-            )
-        return HeartbeatAck(
-            nonce=nonce,
-            loop_lag_ms=round(self.loop_lag_ms, 2),
-            rss_bytes=resident_bytes(),
-            events=self.events,
-            shards=shards,
-        )
-
-    def _count_events(self, shard_id: int, session: Session) -> None:
-        counted_session, counted_seq = self._counted.get(shard_id, ("", 0))
-        if session.session_id == counted_session:
-            self.events += max(0, session.seq - counted_seq)
-        else:  # a new session numbers its dispatches from 1
-            self.events += session.seq
-        self._counted[shard_id] = (session.session_id, session.seq)
-
-    async def _report_guild_loads(self) -> None:
-        """Tell the master the moment a shard has all its guilds, not at the next heartbeat.
-
-        Counted from the cache every ``LOAD_CHECK_INTERVAL``: a listener on every guild's
-        arrival would have hikari build an event object for each.
-        """
-        # A shard that resumed gets no GUILD_CREATEs: its cache never fills.
-        loaded = set(self.spec.sessions)
-        deadline = time.monotonic() + LOAD_WATCH_LIMIT
-        while len(loaded) < len(self.spec.shard_ids) and time.monotonic() < deadline:
-            await asyncio.sleep(LOAD_CHECK_INTERVAL)
-            health = self._health(0)
-            newly = {
-                shard.shard_id
-                for shard in health.shards
-                if shard.state == "ready"
-                and shard.shard_id not in loaded
-                and shard.guilds_loaded >= self.guild_counts.get(shard.shard_id, 0)
-            }
-            if newly:
-                loaded |= newly
-                self.link.send(health)
-
-    async def _probe_loop_lag(self) -> None:
-        while True:
-            started = time.monotonic()
-            await asyncio.sleep(LAG_PROBE_INTERVAL)
-            self.loop_lag_ms = max(0.0, (time.monotonic() - started - LAG_PROBE_INTERVAL) * 1000)
