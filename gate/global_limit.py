@@ -41,6 +41,7 @@ class GlobalLimit:
         self._waiting: dict[int, deque[asyncio.Future[None]]] = {}  # worker -> its turn
         self._turns: deque[int] = deque()  # workers waiting for a global slot, in turn
         self._wakeup: asyncio.TimerHandle | None = None
+        self._wakeup_at = 0.0  # when it fires, by the gate's clock
 
     async def take(self, worker: int, route: Route, deadline: float) -> None:
         """A global slot for ``worker`` by ``deadline``, or ``GateRefusal``."""
@@ -95,8 +96,11 @@ class GlobalLimit:
             return max(1, int(self.limit * SLOWED_RATE))
         return self.limit
 
-    def _grant_turns(self) -> None:
+    def _wake_up(self) -> None:
         self._wakeup = None
+        self._grant_turns()
+
+    def _grant_turns(self) -> None:
         now = self._clock()
         while self._turns and self._slot_free(now):
             worker = self._turns.popleft()
@@ -108,7 +112,17 @@ class GlobalLimit:
                 continue
             self._take_slot(now)
             turn.set_result(None)
-        if self._turns and self._wakeup is None:
-            loop = asyncio.get_running_loop()
-            free_at = self._next_slot_at(now)
-            self._wakeup = loop.call_at(self._waits.loop_time(free_at), self._grant_turns)
+        if not self._turns:
+            return
+        # One wakeup at a time, at the next free slot: a worker arriving while it is set only
+        # adds a turn, and a second timer would keep firing alongside it for as long as workers
+        # wait (hundreds of calls per request under contention). Moved only if a slot now opens
+        # sooner (the rate back up after invalid requests aged out).
+        free_at = self._next_slot_at(now)
+        if self._wakeup is not None:
+            if free_at >= self._wakeup_at:
+                return
+            self._wakeup.cancel()
+        self._wakeup_at = free_at
+        loop = asyncio.get_running_loop()
+        self._wakeup = loop.call_at(self._waits.loop_time(free_at), self._wake_up)
