@@ -293,7 +293,7 @@ async def test_cache_hits_shared_requests_and_eviction_by_bytes() -> None:
 
     async def counted(request: web.Request) -> web.StreamResponse:
         requests.append(request.path)
-        await asyncio.sleep(0.05)  # long enough for concurrent fetches to overlap
+        await asyncio.sleep(0.05)  # virtual: concurrent fetches overlap, at no cost
         return web.Response(body=request.path.encode().ljust(600), content_type="image/png")
 
     async with serving(counted, release) as sources, fetcher_for(sources, 1000) as fetcher:
