@@ -101,6 +101,30 @@ class ShardHealth(msgspec.Struct, kw_only=True, omit_defaults=True):
     resume_url: str | None = None
 
 
+# Handled dispatches a shard keeps past its floor: past this, the oldest unhandled one is given
+# up on (a handler that never ends must not grow the ledger, nor the replay, without bound).
+HANDLED_ABOVE_MAX = 4096
+
+
+class ShardHandled(msgspec.Struct, kw_only=True, array_like=True):
+    """Which dispatches of one gateway session bot code has finished handling."""
+
+    shard_id: ShardId
+    session_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    floor: Annotated[int, msgspec.Meta(ge=0)]  # every seq up to this one is handled
+    above: Annotated[list[int], msgspec.Meta(max_length=HANDLED_ABOVE_MAX)] = []  # and these
+
+
+class HandledReport(Message, tag="HANDLED"):
+    """Child -> master: the shards whose handled dispatches moved on, as they stand now.
+
+    The master keeps the latest of each (its ledger): a session resumed in another process
+    skips the replayed dispatches that were handled, so bot code sees each exactly once.
+    """
+
+    shards: list[ShardHandled]
+
+
 class HeartbeatAck(Message, tag="HEARTBEAT_ACK"):
     """Child -> master answer to a heartbeat, carrying the child's health."""
 
@@ -313,6 +337,7 @@ AnyMessage = (
     | ComputeRequest
     | ComputeResult
     | RestGateReport
+    | HandledReport
 )
 
 CATALOGUE: dict[str, type[Message]] = {

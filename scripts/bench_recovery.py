@@ -1,13 +1,15 @@
 """Recovery benchmark: ``kill -9`` of a worker under a steady stream of ``!ping``, with the
 session handed over (its shards RESUME) against forced re-identify (``resume_sessions = false``).
 
-The sharder runs as a user runs it (``python -m sharder start --simulate``, 4 shards on 2
-workers, strict simulator). Pings go to guilds of worker 1 at ``--rate`` per second; one second
-in, worker 1 is killed. Printed per mode, medians of ``--runs``: the time from the kill until
-worker 1's shards are ready again, the pings never answered (lost) and those answered twice
+The sharder runs as a user runs it (``python -m sharder start --simulate``, 2 workers of
+``--shards-per-worker`` shards, strict simulator with ``--max-concurrency`` and Discord's 5 s
+identify window). Pings go to guilds of worker 1 at ``--rate`` per second; one second in,
+worker 1 is killed. Printed per mode, medians of ``--runs``: the time from the kill until every
+shard of worker 1 is ready again, the pings never answered (lost) and those answered twice
 (replayed).
 
     python scripts/bench_recovery.py [--runs 3] [--rate 25] [--seconds 4]
+                                     [--shards-per-worker 4] [--max-concurrency 1]
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,39 +36,60 @@ from scripts.bench_routing import launch_master, wait_ready  # noqa: E402
 from sharder.control import call  # noqa: E402
 from simulator.child import call_control  # noqa: E402
 
-SHARDS = 4
-VICTIM_SHARDS = {2, 3}
-ANSWER_TIMEOUT = 30.0
+ANSWER_TIMEOUT = 60.0  # re-identifying k shards one bucket at a time takes k windows of 5 s
 CONFIG = """
 log_level = "WARNING"
 [sharding]
-shards = 4
+shards = {shards}
 workers = 2
 [supervisor]
 heartbeat_interval = 0.5
 restart_backoff = 0.2
 resume_sessions = {resume}
 [simulator]
-guilds = 32
-max_concurrency = 4
+guilds = {guilds}
+max_concurrency = {max_concurrency}
 strict = true
 rest_route_limit = 1000
 """
 
 
-async def one_run(resume: bool, rate: float, seconds: float) -> dict[str, float]:
+@dataclass(frozen=True)
+class World:
+    shards_per_worker: int
+    max_concurrency: int
+
+    @property
+    def shards(self) -> int:
+        return 2 * self.shards_per_worker
+
+    @property
+    def victim_shards(self) -> range:
+        """Worker 1's: the second half, as the contiguous assignment gives them."""
+        return range(self.shards_per_worker, self.shards)
+
+    def config(self, resume: bool) -> str:
+        return CONFIG.format(
+            shards=self.shards,
+            resume=str(resume).lower(),
+            guilds=8 * self.shards,
+            max_concurrency=self.max_concurrency,
+        )
+
+
+async def one_run(world: World, resume: bool, rate: float, seconds: float) -> dict[str, float]:
     directory = Path(tempfile.mkdtemp(prefix="recovery-", dir="/tmp"))
-    (directory / "sharder.toml").write_text(CONFIG.format(resume=str(resume).lower()))
+    (directory / "sharder.toml").write_text(world.config(resume))
     socket = directory / "sharder.sock"
     process = launch_master(directory)
     try:
         status = await wait_ready(socket, time.perf_counter())
         control = status["api_url"].removesuffix("/api/v10") + "/_sim"
-        world = await call_control(control, "GET", "/world")
+        guild_ids = (await call_control(control, "GET", "/world"))["guild_ids"]
         channels = [
             guild | (0x100 + n)  # a guild's channels: its id with 0x100 + n in the low bits
-            for guild in world["guild_ids"]
-            if (guild >> 22) % SHARDS in VICTIM_SHARDS
+            for guild in guild_ids
+            if (guild >> 22) % world.shards in world.victim_shards
             for n in range(3)
         ]
         before = await call_control(control, "GET", "/stats")
@@ -130,10 +154,18 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--rate", type=float, default=25.0, help="pings per second")
     parser.add_argument("--seconds", type=float, default=4.0, help="length of the stream")
+    parser.add_argument("--shards-per-worker", type=int, default=4)
+    parser.add_argument("--max-concurrency", type=int, default=1)
     args = parser.parse_args()
-    print(f"bench_recovery: {os.cpu_count()} cores, medians of {args.runs} runs")
+    world = World(args.shards_per_worker, args.max_concurrency)
+    print(
+        f"bench_recovery: {os.cpu_count()} cores, medians of {args.runs} runs; "
+        f"{world.shards_per_worker} shards per worker, max_concurrency {world.max_concurrency}"
+    )
     for label, resume in (("RESUME handoff", True), ("forced re-identify", False)):
-        runs = [uvloop.run(one_run(resume, args.rate, args.seconds)) for _ in range(args.runs)]
+        runs = [
+            uvloop.run(one_run(world, resume, args.rate, args.seconds)) for _ in range(args.runs)
+        ]
 
         def median(key: str, runs: list[dict[str, Any]] = runs) -> float:
             return float(statistics.median(run[key] for run in runs))

@@ -74,7 +74,9 @@ async def gate(api_url: str, global_limit: int) -> AsyncIterator[tuple[str, psut
     process = SPAWN.Process(target=run_child, args=(start, spec, listener, theirs))
     process.start()
     theirs.close()
-    hello = Hello(version=PROTOCOL_VERSION, role="master", worker_id=0, pid=os.getpid())
+    hello = Hello(
+        version=PROTOCOL_VERSION, role="master", worker_id=0, pid=os.getpid(), nonce_origin=1
+    )
     link = await open_connection(socket_from_pipe(ours), hello, hello_timeout=30)
     link.deliver_to(lambda *_: None)
     try:

@@ -81,12 +81,18 @@ def setup(bot: hikari.GatewayBot, ctx: ShardContext) -> None:
     def collected(call: Invocation) -> list[float]:
         return arrivals
 
+    @ctx.handler("watch")
+    async def watch(call: Invocation) -> None:
+        # A worker holds (and is kept up to date on) only the users it has read.
+        await ctx.state.user(USER)
+
     @bot.listen(hikari.GuildMessageCreateEvent)
     async def on_message(event: hikari.GuildMessageCreateEvent) -> None:
         words = (event.content or "").split()
         if words[:1] != ["!propagate"]:
             return
         other_guild, changes = int(words[1]), int(words[2])
+        await ctx.request(other_guild, "watch")
         for _ in range(changes):
             await ctx.state.set_user(USER, sent_at=time.monotonic())
         latencies = sorted(await ctx.request(other_guild, "arrivals"))

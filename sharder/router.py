@@ -30,6 +30,7 @@ from protocol.messages import (
     CommandExec,
     ComputeRequest,
     ErrorCode,
+    HandledReport,
     HeartbeatAck,
     IdentifyRequest,
     IdentifySent,
@@ -61,6 +62,7 @@ class WorkerReports(Protocol):
     def on_shard_disconnect(self, handle: WorkerHandle, disconnect: ShardDisconnect) -> None: ...
     def on_identify_request(self, handle: WorkerHandle, request: IdentifyRequest) -> None: ...
     def on_identify_sent(self, handle: WorkerHandle, sent: IdentifySent) -> None: ...
+    def on_handled(self, handle: WorkerHandle, report: HandledReport) -> None: ...
 
 
 @dataclass(slots=True)
@@ -140,6 +142,8 @@ class Router:
             self._forward(handle, message, frame)
         elif isinstance(message, CommandBroadcast):
             self._gather(handle, message, frame)
+        elif isinstance(message, HandledReport):  # every turn of a busy worker's loop
+            self.reports.on_handled(handle, message)
         elif isinstance(message, ComputeRequest):
             self.pool.submit(handle, message, frame)
         elif isinstance(message, HeartbeatAck):

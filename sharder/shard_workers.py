@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from protocol import Connection, RoutingTable
 from protocol.messages import (
+    HandledReport,
     HeartbeatAck,
     IdentifyGrant,
     IdentifyRequest,
@@ -91,6 +92,7 @@ class ShardWorkers(ChildKind[WorkerHandle]):
                 if gate is not None
                 else self.discord.api_url
             ),
+            rest_gate=gate is not None,
             entry_point=self.config.bot.entry_point,
             intents=self.discord.intents,
             request_timeout=supervisor.request_timeout,
@@ -130,7 +132,7 @@ class ShardWorkers(ChildKind[WorkerHandle]):
             log.warning(
                 "worker %d died %.1f s after resuming; its next start identifies", handle.id, lived
             )
-            handle.session_history.clear()
+            handle.forget_sessions()
 
     # -- what workers report (the router's WorkerReports) --------------------------------------
 
@@ -181,6 +183,9 @@ class ShardWorkers(ChildKind[WorkerHandle]):
                 )
 
         self.identify.request(shard_id, grant)
+
+    def on_handled(self, handle: WorkerHandle, report: HandledReport) -> None:
+        handle.record_handled(report)
 
     def on_identify_sent(self, handle: WorkerHandle, sent: IdentifySent) -> None:
         if sent.shard_id in handle.shard_ids:

@@ -11,7 +11,14 @@ import time
 from collections import deque
 
 from protocol.liveness import Liveness
-from protocol.messages import ComputeRequest, HeartbeatAck, RestGateReport, ShardHealth
+from protocol.messages import (
+    ComputeRequest,
+    HandledReport,
+    HeartbeatAck,
+    RestGateReport,
+    ShardHandled,
+    ShardHealth,
+)
 from sharder.lifecycle import ChildHandle
 from sharder.status import ComputeStatus, RestGateStatus, ShardStatus, WorkerStatus
 from worker.spec import Session
@@ -106,6 +113,8 @@ class WorkerHandle(ChildHandle):
         # process, so that the next one takes the sessions over.
         self.session_history: dict[int, deque[tuple[float, Session]]] = {}
         self.guild_counts: dict[int, int] = {}
+        # What bot code has finished handling, per shard: kept across processes, as the sessions.
+        self.handled: dict[int, ShardHandled] = {}
         self.spawned_with_sessions = False
 
     def describe(self) -> str:
@@ -133,6 +142,16 @@ class WorkerHandle(ChildHandle):
         if self.state == "starting" and self.all_shards_ready():
             self.transition("ready")
 
+    def record_handled(self, report: HandledReport) -> None:
+        for shard in report.shards:
+            if shard.shard_id in self.shards:
+                self.handled[shard.shard_id] = shard
+
+    def forget_sessions(self) -> None:
+        """The next process starts new sessions."""
+        self.session_history.clear()
+        self.handled.clear()
+
     def remember_session(self, shard: ShardHealth) -> None:
         if shard.session_id is not None and shard.seq is not None and shard.resume_url:
             session = Session(shard.session_id, shard.seq, shard.resume_url)
@@ -145,18 +164,31 @@ class WorkerHandle(ChildHandle):
             self.guild_counts[shard.shard_id] = shard.guilds
 
     def sessions_to_resume(self, margin: float) -> dict[int, Session]:
-        """Each shard's session as it stood ``margin`` seconds ago.
+        """Each shard's session, from where the next process resumes it.
 
-        A shard reports the seq it has received, not what the bot has finished handling: events
-        received just before a crash may never have been handled. Resuming from a little
-        earlier replays them (and some that were handled: at least once, never lost).
+        From the handled-event ledger when it has the session: Discord replays every dispatch
+        past the floor, and the next process skips those handled past it, so bot code sees each
+        dispatch once. Otherwise (nothing handled reported yet) from the seq received
+        ``margin`` seconds ago: received is not handled, and resuming a little earlier replays
+        what may not have been (at least once, never lost).
         """
         cutoff = time.monotonic() - margin
         sessions = {}
         for shard_id, history in self.session_history.items():
             if not history:
                 continue
-            latest_id = history[-1][1].session_id
+            latest = history[-1][1]
+            handled = self.handled.get(shard_id)
+            if handled is not None and handled.session_id == latest.session_id and handled.floor:
+                sessions[shard_id] = Session(
+                    latest.session_id,
+                    handled.floor,
+                    latest.resume_url,
+                    handled=frozenset(handled.above),
+                    received=max(latest.seq, handled.floor),
+                )
+                continue
+            latest_id = latest.session_id
             same_session = [
                 (at, session) for at, session in history if session.session_id == latest_id
             ]

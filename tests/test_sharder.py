@@ -12,6 +12,7 @@ import signal
 import stat
 import time
 from collections import Counter
+from typing import Any
 
 import aiohttp
 import psutil
@@ -102,7 +103,7 @@ async def test_a_killed_worker_is_seen_at_once_and_its_shards_come_back() -> Non
         after = await sharder.wait_ready()
         assert after["workers"][1]["restarts"] == 1 and after["workers"][1]["pid"] != before["pid"]
         assert after["workers"][0]["restarts"] == 0
-        assert (await sharder.ask("!stats")).startswith("guilds: 16, members: 416, shards: 4/4")
+        assert_every_shard_answers(await sharder.ask("!stats"), after)
 
 
 async def test_a_restart_comes_after_its_backoff_not_at_the_next_heartbeat() -> None:
@@ -169,8 +170,14 @@ async def test_a_malformed_frame_replaces_its_worker_and_nothing_else() -> None:
         assert "worker 1 link ended" in sharder.log()
         assert re.search(r"worker 1 link ended: .*(checksum|CRC|frame)", sharder.log(), re.I)
         assert replaced["workers"][0]["pid"] == before["workers"][0]["pid"]
-        await sharder.wait_ready()
-        assert (await sharder.ask("!stats")).startswith("guilds: 16, members: 416, shards: 4/4")
+        # The message never finished: Discord replays it to the next process, which it kills
+        # too; the one after starts new sessions, so it cannot do it forever.
+        again = await sharder.wait_until(
+            lambda s: s["workers"][1]["restarts"] == 2 and all_ready(s), 30
+        )
+        assert "its next start identifies" in sharder.log()
+        assert again["workers"][0]["pid"] == before["workers"][0]["pid"]
+        assert_every_shard_answers(await sharder.ask("!stats"), again)
 
 
 async def test_an_identify_for_another_workers_shard_is_refused_at_once() -> None:
@@ -285,3 +292,13 @@ def simulator_child(master: int) -> psutil.Process | None:
             if "simulator" in " ".join(child.cmdline()):
                 return child
     return None
+
+
+def assert_every_shard_answers(stats: str, status: dict[str, Any]) -> None:
+    """Every shard answered the broadcast, and the master counts every guild on its shard.
+
+    The bot's own counts (``guilds: N``) are of what hikari has cached: a process that resumed
+    sessions has only what arrived since, as Discord sends no GUILD_CREATE on a RESUME.
+    """
+    assert "shards: 4/4" in stats, stats
+    assert sum(shard["guilds"] for shard in status["shards"]) == 16

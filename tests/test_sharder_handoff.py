@@ -1,6 +1,7 @@
 """Session handoff: a worker's shards RESUME their gateway sessions in its next process, so
-that Discord replays what the outage missed. Under a steady stream of ``!ping``, killing a
-worker or restarting it loses no message and starts no new session."""
+that Discord replays what the outage missed, and the handled-event ledger keeps bot code from
+seeing again what it handled before. Under a steady stream of ``!ping``, killing a worker or
+restarting it answers every message exactly once and starts no new session."""
 
 from __future__ import annotations
 
@@ -78,6 +79,7 @@ async def outage(
     }
     duplicates = sum(count - 1 for count in counts.values() if count > 1)
     print(f"{len(sent)} pings, none lost, {duplicates} answered twice (replayed); {changes}")
+    assert duplicates == 0, f"{duplicates} pings answered twice"
     return counts, sent, changes
 
 
@@ -90,6 +92,22 @@ async def test_kill_9_of_a_worker_resumes_its_sessions_and_loses_no_message() ->
         _, sent, changes = await outage(run, kill)
         assert len(sent) == STREAM_LENGTH
         assert changes == {"identifies": 0, "resumes": 2, "identify_violations": 0}
+
+
+async def test_a_killed_workers_shards_resume_together_not_one_identify_window_apart() -> None:
+    # One identify bucket and Discord's 5 s window: hikari's own start-up would bring 4 shards
+    # back 5 s apart. Resumes take no identify slot, so they all come back at once.
+    one_bucket = "max_concurrency = 1\nidentify_window = 5.0\nstrict = true\n"
+    async with running_sharder(shards=8, workers=2, guilds=16, simulator=one_bucket) as run:
+        status = await run.wait_ready(timeout=90)
+        victim = status["workers"][1]["pid"]
+        os.kill(victim, signal.SIGKILL)
+        await run.wait_until(lambda s: s["workers"][1]["pid"] not in (None, victim), 10)
+        started = time.monotonic()
+        await run.wait_ready(timeout=10)
+        assert time.monotonic() - started < 5.0  # well inside one identify window
+        stats = await call_control((await run.simulator()).control_url, "GET", "/stats")
+        assert stats["resumes"] == 4 and stats["identify_violations"] == 0
 
 
 async def test_restart_of_a_worker_hands_its_sessions_over_and_loses_no_message() -> None:

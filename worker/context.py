@@ -30,6 +30,7 @@ from child.link import MasterLink, RequestError
 from protocol import shard_for_guild
 from protocol.messages import CommandBroadcast, CommandExec, ShardOutcome, deadline_in
 from worker.compute_client import ComputeClient
+from worker.handled import replaying
 from worker.state import SharedState
 
 __all__ = ["Invocation", "RequestError", "ShardContext"]
@@ -130,6 +131,14 @@ class ShardContext:
         return Presence(
             status=str(member.visible_status), activity=activities[0].name if activities else None
         )
+
+    @staticmethod
+    def in_replay() -> bool:
+        """Whether the event being handled may have been handled before: Discord replayed it
+        after a worker restart, and the process that received it first ended while its handler
+        ran (its reply may or may not have gone out). Replays known to be handled are never
+        seen again; events that are not replays are never in replay."""
+        return replaying.get()
 
     def shard_of(self, guild_id: int) -> int:
         return shard_for_guild(guild_id, self.shard_count)

@@ -1,5 +1,7 @@
-"""Hooks into hikari's shards: IDENTIFY waits for the master's grant, and a shard handed over
-from a dead or restarted worker RESUMEs its session instead of starting a new one.
+"""Hooks into hikari's shards: IDENTIFY waits for the master's grant, a shard handed over from a
+dead or restarted worker RESUMEs its session instead of starting a new one, and a worker's shards
+start together rather than in hikari's 5 s windows; behind the REST gate, hikari's own
+rate-limit buckets step aside; and every dispatch is followed to the end of its listeners.
 
 hikari has neither hook; both touch private attributes of ``GatewayShardImpl``, so hikari is
 pinned to one minor version, ``check_hikari`` runs at start-up, and a test fails if an upgrade
@@ -20,13 +22,23 @@ Discord replays before RESUMED through (hikari would drop them).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
 import inspect
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, Protocol
 
+import attrs  # hikari's own dependency: its gateway info is an attrs class
 import hikari
+from hikari.impl.buckets import RESTBucketManager
+from hikari.impl.event_manager_base import EventManagerBase
+from hikari.impl.gateway_bot import GatewayBot
+from hikari.impl.rest import RESTClientImpl
 from hikari.impl.shard import GatewayShardImpl
+from hikari.internal.routes import CompiledRoute
 
+from worker.handled import replaying
 from worker.spec import Session
 
 SUPPORTED_HIKARI = "2.7."
@@ -60,6 +72,11 @@ def check_hikari() -> None:
         raise UnsupportedHikari(f"hikari's shard no longer keeps {', '.join(sorted(missing))}")
     if "self._seq is None" not in connect_source:
         raise UnsupportedHikari("hikari's _connect no longer chooses RESUME by _seq")
+    if "_bucket_manager.acquire_bucket(" not in inspect.getsource(RESTClientImpl._request):
+        raise UnsupportedHikari("hikari's REST client no longer paces through its bucket manager")
+    start_source = inspect.getsource(GatewayBot.start)
+    if "fetch_gateway_bot_info()" not in start_source or ".max_concurrency" not in start_source:
+        raise UnsupportedHikari("hikari's start no longer windows shards by the gateway info")
 
 
 def install(acquire: Acquire, sent: Callable[[int], None]) -> None:
@@ -119,3 +136,147 @@ def install_resume(sessions: dict[int, Session], user_id: int) -> None:
         return original_user_id(self)
 
     GatewayShardImpl.get_user_id = user_id_while_resuming  # type: ignore[method-assign]
+
+
+# Set while this worker's hikari starts its shards: how many it starts.
+_starting: contextvars.ContextVar[int | None] = contextvars.ContextVar("starting", default=None)
+
+
+def install_one_window() -> None:
+    """Let ``starting_in_one_window`` start every shard of the worker at once.
+
+    hikari's ``start`` waits 5 s between windows of ``max_concurrency`` shards, read from the
+    gateway info it fetches. The master's identify gate already paces every IDENTIFY of the
+    whole bot, so that wait only delays: a worker of k shards resuming after a restart would be
+    partly down for (k - 1) x 5 s. While hikari starts the shards, the info it reads says
+    ``max_concurrency`` is their number: all start together, the resuming ones RESUME at once
+    (a RESUME takes no identify slot), the identifying ones wait for their grants.
+    """
+    check_hikari()
+    original = RESTClientImpl.fetch_gateway_bot_info
+
+    async def fetch_gateway_bot_info(self: RESTClientImpl) -> hikari.GatewayBotInfo:
+        info = await original(self)
+        shards = _starting.get()
+        if shards is None:  # the bot's own call: the truth
+            return info
+        limit = attrs.evolve(info.session_start_limit, max_concurrency=max(1, shards))
+        return attrs.evolve(info, session_start_limit=limit)
+
+    RESTClientImpl.fetch_gateway_bot_info = fetch_gateway_bot_info  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def starting_in_one_window(shards: int) -> Iterator[None]:
+    """Around hikari's ``start`` (see ``install_one_window``)."""
+    token = _starting.set(shards)
+    try:
+        yield
+    finally:
+        _starting.reset(token)
+
+
+class GateBuckets(RESTBucketManager):
+    """hikari's bucket manager for a worker behind the REST gate: no pacing of its own.
+
+    The gate holds every route bucket and the global limit for all workers, with what Discord
+    said to any of them. hikari's own manager, new in every process, knows no bucket: it sends
+    one request at a time per route until Discord names the bucket, so a fresh process's backlog
+    of replies to different channels went out one by one, seconds apart, while the gate had
+    room. Requests go straight to the gate; a 429 that reaches hikari (the gate passes on what
+    it cannot retry) is still waited out by hikari's retry.
+    """
+
+    def acquire_bucket(
+        self, compiled_route: CompiledRoute, authentication: str | None
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        return contextlib.nullcontext()
+
+    def update_rate_limits(
+        self,
+        compiled_route: CompiledRoute,
+        authentication: str | None,
+        bucket_header: str,
+        remaining_header: int,
+        limit_header: int,
+        reset_at: float,
+        reset_after: float,
+    ) -> None:
+        """Nothing to keep: the gate keeps the buckets."""
+
+
+def defer_rest_limits_to_the_gate(bot: hikari.GatewayBot) -> None:
+    """Replace the bot's REST bucket manager with ``GateBuckets`` (before the bot starts)."""
+    check_hikari()
+    rest = bot.rest
+    assert isinstance(rest, RESTClientImpl)
+    rest._bucket_manager = GateBuckets(rest._bucket_manager.max_rate_limit)
+
+
+class DispatchTracker(Protocol):
+    def runs(self, shard_id: int, session_id: str | None, seq: int) -> bool:
+        """Whether listeners run for this dispatch (not when it is to be skipped)."""
+
+    def replayed(self, shard_id: int, session_id: str | None, seq: int) -> bool:
+        """Whether it is a replay of one an earlier process received (``replaying``)."""
+
+    def consumed(
+        self, shard_id: int, session_id: str, seq: int, listeners: list[asyncio.Future[Any]]
+    ) -> None:
+        """hikari consumed the dispatch (its cache updated) and started ``listeners``."""
+
+
+# The listeners started for the dispatch being consumed, or None while none is; a dispatch is
+# consumed synchronously, so one slot serves the process.
+_started: list[asyncio.Future[Any]] | None = None
+_MUTED: list[asyncio.Future[Any]] = []  # stands for "consumed, but start no listener"
+
+
+def install_dispatch_tracking(tracker: DispatchTracker) -> None:
+    """Follow every gateway dispatch from hikari's consumption to the end of its listeners.
+
+    hikari consumes a dispatch (``consume_raw_event``: the cache, then ``dispatch`` of the
+    events it makes, each listener a task) with the shard's ``_seq`` set to its seq. While it
+    does, the listener tasks are gathered for ``tracker.consumed``; a dispatch the tracker
+    does not run updates the cache but starts no listener (nor ``wait_for`` waiter).
+    """
+    check_hikari()
+    consume = EventManagerBase.consume_raw_event
+    dispatch = EventManagerBase.dispatch
+
+    def dispatch_followed(
+        self: EventManagerBase, event: hikari.Event, *, return_tasks: bool = False
+    ) -> asyncio.Future[Any] | None:
+        started = _started
+        if started is None or return_tasks:
+            return dispatch(self, event, return_tasks=return_tasks)
+        if started is not _MUTED:
+            started.append(dispatch(self, event, return_tasks=True))
+        return None
+
+    def consume_followed(
+        self: EventManagerBase, event_name: str, shard: hikari.api.GatewayShard, payload: Any
+    ) -> None:
+        global _started
+        assert isinstance(shard, GatewayShardImpl)
+        shard_id, session_id, seq = shard._shard_id, shard._session_id, shard._seq
+        if seq is None or session_id is None:  # not a session's dispatch: nothing to follow
+            consume(self, event_name, shard, payload)
+            return
+        started = [] if tracker.runs(shard_id, session_id, seq) else _MUTED
+        _started = started
+        # Copied into the listener tasks created now: what they read as ctx.in_replay().
+        replay = replaying.set(tracker.replayed(shard_id, session_id, seq))
+        try:
+            consume(self, event_name, shard, payload)
+        except LookupError:  # an event hikari does not know: nothing to handle
+            started = []
+            raise
+        finally:
+            _started = None
+            replaying.reset(replay)
+            if started is not _MUTED:
+                tracker.consumed(shard_id, session_id, seq, started)
+
+    EventManagerBase.dispatch = dispatch_followed  # type: ignore[method-assign,assignment]
+    EventManagerBase.consume_raw_event = consume_followed  # type: ignore[method-assign]

@@ -29,17 +29,20 @@ from protocol.messages import (
     CommandBroadcast,
     CommandExec,
     GuildSync,
+    HandledReport,
     Heartbeat,
     IdentifyGrant,
     IdentifyRequest,
     IdentifySent,
     ShardDisconnect,
+    ShardHandled,
     ShardReady,
     StateChanged,
 )
 from worker import shard_hooks
 from worker.context import ShardContext
 from worker.entry_points import load_entry_point
+from worker.handled import HandledDispatches
 from worker.shard_commands import ShardCommands
 from worker.shard_health import WorkerHealth
 from worker.spec import WorkerSpec
@@ -48,6 +51,9 @@ log = logging.getLogger("worker")
 
 IDENTIFY_WAIT = 600.0  # one ask's deadline; a longer queue (a spent budget) is asked again
 CLOSE_TIMEOUT = 5.0
+# On a restart, how long the handlers running are given to finish (their replies to go out)
+# before the sessions go to the next process; within the master's shutdown_timeout.
+HANDOVER_DRAIN = 3.0
 
 
 async def serve(spec: WorkerSpec, pipe: multiprocessing.connection.Connection) -> int:
@@ -80,6 +86,8 @@ class ShardWorker:
             logs=None,
             suppress_optimization_warning=True,
         )
+        if spec.rest_gate:
+            shard_hooks.defer_rest_limits_to_the_gate(self.bot)
         self.ctx = ShardContext(
             self.bot,
             link,
@@ -99,11 +107,15 @@ class ShardWorker:
         )
         # Bound once: a COMMAND_EXEC, by far the most frequent message, then costs one lookup.
         self._start_command = self.commands.start
+        self.handled = HandledDispatches(spec.sessions, self._report_handled)
+        self._handing_over: asyncio.Task[None] | None = None
 
     async def run(self) -> int:
         spec = self.spec
         self._listen()
         shard_hooks.install(self._wait_for_identify_grant, self._identify_sent)
+        shard_hooks.install_one_window()
+        shard_hooks.install_dispatch_tracking(self.handled)
         if spec.sessions:
             log.info(
                 "resuming sessions: %s",
@@ -119,7 +131,31 @@ class ShardWorker:
         setup = load_entry_point(spec.entry_point)(self.bot, self.ctx)
         if inspect.isawaitable(setup):
             await setup
+        # A stop may come while hikari still starts the shards (waiting for grants, or for a
+        # gateway that does not answer, in its reconnect back-off): it must not wait for that.
+        starting = asyncio.create_task(self._start_shards())
+        stopped = asyncio.create_task(self.stopping.wait())
         try:
+            await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if starting.done():
+                starting.result()  # hikari's start failed: its error ends the worker
+                await stopped
+        finally:
+            stopped.cancel()
+            lag_probe.cancel()
+            load_watch.cancel()
+            serving.cancel()
+            # Not started yet, the bot has nothing to close (hikari says so with an error).
+            with contextlib.suppress(TimeoutError, hikari.ComponentStateConflictError):
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await self.bot.close()
+            starting.cancel()  # ended by the close, unless it had not begun
+            self.link.connection.close()
+        return 0
+
+    async def _start_shards(self) -> None:
+        spec = self.spec
+        with shard_hooks.starting_in_one_window(len(spec.shard_ids)):
             await self.bot.start(
                 shard_ids=list(spec.shard_ids),
                 shard_count=spec.shard_count,
@@ -127,17 +163,7 @@ class ShardWorker:
                 # refuse to start at all where the gate makes shards wait for the reset.
                 ignore_session_start_limit=True,
             )
-            log.info("shards %s started", list(spec.shard_ids))
-            await self.stopping.wait()
-        finally:
-            lag_probe.cancel()
-            load_watch.cancel()
-            serving.cancel()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(CLOSE_TIMEOUT):
-                    await self.bot.close()
-            self.link.connection.close()
-        return 0
+        log.info("shards %s started", list(spec.shard_ids))
 
     # -- what hikari tells us --------------------------------------------------------------
 
@@ -183,12 +209,27 @@ class ShardWorker:
                 )
             )
 
-    def _hand_over(self) -> None:
-        """Leave the sessions to the next process: report the latest seqs, then vanish.
+    def _report_handled(self, shards: list[ShardHandled]) -> None:
+        self.link.send(HandledReport(shards=shards))
 
-        Closing the websockets would end the sessions (hikari closes with 1000); a process that
-        exits drops its connections without a close frame, and Discord keeps them resumable.
+    async def _hand_over(self) -> None:
+        """Leave the sessions to the next process: finish what bot code is handling, report
+        what was handled and the latest seqs, then vanish.
+
+        What arrives from now on runs no listener: it is past what the ledger shows handled, so
+        Discord replays it to the next process. Closing the websockets would end the sessions
+        (hikari closes with 1000); a process that exits drops its connections without a close
+        frame, and Discord keeps them resumable.
         """
+        self.handled.closed = True
+        unfinished = await self.handled.drain(HANDOVER_DRAIN)
+        if unfinished:
+            log.warning(
+                "%d handlers still running after %.0f s: handed over", unfinished, HANDOVER_DRAIN
+            )
+        await asyncio.sleep(0)  # what was queued this turn goes out first
+        self.handled.flush()
+        await asyncio.sleep(0)
         self.link.connection.send_batch_nowait([self.health.ack(0)])
         logging.shutdown()
         os._exit(0)
@@ -239,8 +280,9 @@ class ShardWorker:
             self.ctx.state.apply(message)
         elif isinstance(message, ShardDisconnect):
             log.info("master asks to disconnect shards %s: %s", message.shard_ids, message.reason)
-            if message.resumable:
-                self._hand_over()
-            self.stopping.set()
+            if not message.resumable:
+                self.stopping.set()
+            elif self._handing_over is None:
+                self._handing_over = asyncio.create_task(self._hand_over())
         else:
             log.warning("unexpected %s from the master ignored", type(message).__name__)

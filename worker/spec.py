@@ -16,8 +16,10 @@ class Session:
     """What a shard needs to RESUME a gateway session, as hikari keeps it."""
 
     session_id: str
-    seq: int
+    seq: int  # where the RESUME starts: Discord replays every dispatch after it
     resume_url: str
+    handled: frozenset[int] = frozenset()  # replayed dispatches bot code already handled
+    received: int = 0  # the last seq the earlier process received: replays run up to it
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +29,7 @@ class WorkerSpec:
     shard_count: int
     token: str
     api_url: str
+    rest_gate: bool  # api_url is the REST gate's: it keeps the rate limits, hikari need not
     entry_point: str  # "module:function", called as function(bot, ctx)
     intents: int
     request_timeout: float
