@@ -125,13 +125,14 @@ class Children:
                 log.error("%s did not say hello: %s; killing it", handle, error)
                 self.kill(handle, f"no hello: {error}")
             return
-        if handle.process is not process:
+        if handle.process is not process or handle.stopping:
+            # Replaced, or asked to stop before it said hello: the link's end stops it.
             connection.close()
             return
         handle.connection = connection
         self.kinds[handle].connected(handle, connection)
         await connection.wait_closed()
-        if handle.process is not process or handle.state == "stopping":
+        if handle.process is not process or handle.stopping:
             return
         if isinstance(connection.error, ConnectionClosed):
             # The child closed its end: it is on its way out. Give it time to go on its own.
@@ -268,7 +269,7 @@ class Children:
             if (
                 connection is None
                 or not connection.is_open
-                or handle.state == "stopping"
+                or handle.stopping
                 or not handle.watched
             ):
                 handle.unacked_heartbeats = 0

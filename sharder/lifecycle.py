@@ -101,6 +101,10 @@ class ChildHandle:
         self._state = to
 
     @property
+    def stopping(self) -> bool:
+        return self._state == "stopping"
+
+    @property
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
 

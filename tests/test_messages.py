@@ -12,6 +12,7 @@ from protocol.messages import (
     ComputeRequest,
     ComputeResult,
     GuildSync,
+    HandledReport,
     Heartbeat,
     HeartbeatAck,
     Hello,
@@ -25,6 +26,7 @@ from protocol.messages import (
     RestGateReport,
     RouteReport,
     ShardDisconnect,
+    ShardHandled,
     ShardHealth,
     ShardReady,
     StateChanged,
@@ -38,6 +40,8 @@ USER = 2**64 - 1
 
 SAMPLES: list[Message] = [
     Hello(version=1, role="shard_worker", worker_id=3, pid=4242),
+    Hello(version=1, role="master", worker_id=3, pid=4241, nonce_origin=9),
+    HandledReport(shards=[ShardHandled(shard_id=2, session_id="abc", floor=41, above=[43, 47])]),
     Heartbeat(nonce=1, deadline=deadline_in(1), sent_at=12.5),
     HeartbeatAck(
         nonce=1,

@@ -48,3 +48,14 @@ async def test_a_stop_ends_shards_in_reconnect_back_off() -> None:
         took = await stop_and_time(run)
         assert took < PROMPT, f"stopping took {took:.1f} s"
         assert "did not stop within" not in run.log() and "not stopped in time" not in run.log()
+
+
+async def test_a_stop_before_the_children_said_hello_ends_them_too() -> None:
+    async with running_sharder(shards=4, workers=2, guilds=8) as run:
+        # Spawned, still importing: no child has said hello yet.
+        await run.wait_until(
+            lambda s: any(child["state"] == "spawning" for child in s["workers"] + s["compute"])
+        )
+        took = await stop_and_time(run)
+        assert took < PROMPT, f"stopping took {took:.1f} s"
+        assert "not stopped in time" not in run.log() and "IllegalTransition" not in run.log()

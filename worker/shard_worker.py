@@ -144,12 +144,13 @@ class ShardWorker:
             stopped.cancel()
             lag_probe.cancel()
             load_watch.cancel()
-            serving.cancel()
-            # Not started yet, the bot has nothing to close (hikari says so with an error).
+            # The bot first, while the link still serves: a shard waiting for its identify
+            # grant is cancelled by the close, rather than failed by the link's end.
             with contextlib.suppress(TimeoutError, hikari.ComponentStateConflictError):
                 async with asyncio.timeout(CLOSE_TIMEOUT):
-                    await self.bot.close()
+                    await self.bot.close()  # not started yet, it has nothing to close
             starting.cancel()  # ended by the close, unless it had not begun
+            serving.cancel()
             self.link.connection.close()
         return 0
 
