@@ -38,7 +38,7 @@ import msgspec
 
 from protocol import RoutingTable
 from protocol.merge import AddWinsSet, Clock, CounterMap, LwwMap
-from protocol.messages import StateSync, deadline_in
+from protocol.messages import ReplyOk, StateSync, deadline_in
 from scripts.bench_routing import launch_master, wait_ready
 from sharder.state_service import StateService
 from sharder.store import StateStore
@@ -140,12 +140,18 @@ async def reply(control: str, injected: dict[str, Any]) -> dict[str, Any]:
 
 
 class Collector:
+    """A worker's link that reads as fast as the master writes; done at the sync's answer."""
+
     def __init__(self) -> None:
         self.sent: list[Any] = []
         self.is_open = True
+        self.writable = True
+        self.done = asyncio.Event()
 
     def send_soon(self, message: Any) -> None:
         self.sent.append(message)
+        if isinstance(message, ReplyOk):
+            self.done.set()
 
 
 async def sync_size() -> tuple[int, int, float]:
@@ -174,6 +180,7 @@ async def sync_size() -> tuple[int, int, float]:
         service = StateService(store, RoutingTable.contiguous(1, 1), {0: handle})
         started = time.perf_counter()
         service.on_sync(handle, StateSync(nonce=1, deadline=deadline_in(5)))
+        await collector.done.wait()  # sent paced, by a task, as a worker reads
         elapsed = time.perf_counter() - started
         await store.close()
         size = sum(len(msgspec.msgpack.encode(message)) for message in collector.sent)
