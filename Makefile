@@ -35,6 +35,7 @@ bench: install
 	$(BIN)/python scripts/bench_rest.py
 	$(BIN)/python scripts/bench_scale.py
 	$(BIN)/python scripts/bench_hostile.py
+	$(BIN)/python scripts/bench_chaos.py
 
 lint: install
 	$(BIN)/ruff check .
