@@ -30,6 +30,7 @@ bench: install
 	$(BIN)/python scripts/bench_simulator.py
 	$(BIN)/python scripts/bench_routing.py
 	$(BIN)/python scripts/bench_recovery.py
+	$(BIN)/python scripts/bench_ledger.py
 	$(BIN)/python scripts/bench_state.py
 	$(BIN)/python scripts/bench_compute.py
 	$(BIN)/python scripts/bench_rest.py
