@@ -113,11 +113,15 @@ def setup(bot: hikari.GatewayBot, ctx: ShardContext) -> None:
                 answer = f"no jumbo: {error.message}"
             else:
                 attachment = hikari.Bytes(image.data, image.filename, mimetype=image.content_type)
-                await event.message.respond(attachment=attachment, reply=True)
+                await event.message.respond(
+                    attachment=attachment, reply=True, nonce=str(event.message_id)
+                )
                 return
         else:
             return
-        await event.message.respond(answer, reply=True)
+        # The message's id as the reply's nonce (Discord creates one message per nonce): a
+        # handler run again after its process died mid-reply (ctx.in_replay()) answers once.
+        await event.message.respond(answer, reply=True, nonce=str(event.message_id))
 
 
 def latency_ms(bot: hikari.GatewayBot, shard_id: int) -> float | None:
