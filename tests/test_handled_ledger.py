@@ -7,7 +7,8 @@ import asyncio
 
 from protocol.messages import HANDLED_ABOVE_MAX, HandledReport, ShardHandled, ShardHealth
 from sharder.workers import WorkerHandle
-from worker.handled import HandledDispatches, HandledSeqs
+from worker.context import ShardContext
+from worker.handled import HandledDispatches, HandledSeqs, replaying
 from worker.spec import Session
 
 
@@ -89,3 +90,17 @@ def test_the_next_process_resumes_from_the_ledgers_floor_and_skips_what_was_hand
     assert sessions[1] == Session("s", 40, "ws://r")  # nothing reported handled: the margin rule
     handle.forget_sessions()
     assert handle.sessions_to_resume(margin=2.0) == {}
+
+
+async def test_listeners_started_while_a_replay_is_consumed_see_ctx_in_replay() -> None:
+    seen: list[bool] = []
+
+    async def listener() -> None:
+        seen.append(ShardContext.in_replay())
+
+    token = replaying.set(True)  # as the dispatch hook sets it while hikari consumes a replay
+    started = asyncio.get_running_loop().create_task(listener())
+    replaying.reset(token)
+    await started
+    await asyncio.get_running_loop().create_task(listener())  # a dispatch that is no replay
+    assert seen == [True, False]
