@@ -62,7 +62,6 @@ class WorkerReports(Protocol):
     def on_shard_disconnect(self, handle: WorkerHandle, disconnect: ShardDisconnect) -> None: ...
     def on_identify_request(self, handle: WorkerHandle, request: IdentifyRequest) -> None: ...
     def on_identify_sent(self, handle: WorkerHandle, sent: IdentifySent) -> None: ...
-    def on_handled(self, handle: WorkerHandle, report: HandledReport) -> None: ...
 
 
 @dataclass(slots=True)
@@ -143,7 +142,7 @@ class Router:
         elif isinstance(message, CommandBroadcast):
             self._gather(handle, message, frame)
         elif isinstance(message, HandledReport):  # every turn of a busy worker's loop
-            self.reports.on_handled(handle, message)
+            handle.record_handled(message)
         elif isinstance(message, ComputeRequest):
             self.pool.submit(handle, message, frame)
         elif isinstance(message, HeartbeatAck):

@@ -15,7 +15,6 @@ from collections.abc import Callable
 
 from protocol import Connection, RoutingTable
 from protocol.messages import (
-    HandledReport,
     HeartbeatAck,
     IdentifyGrant,
     IdentifyRequest,
@@ -183,9 +182,6 @@ class ShardWorkers(ChildKind[WorkerHandle]):
                 )
 
         self.identify.request(shard_id, grant)
-
-    def on_handled(self, handle: WorkerHandle, report: HandledReport) -> None:
-        handle.record_handled(report)
 
     def on_identify_sent(self, handle: WorkerHandle, sent: IdentifySent) -> None:
         if sent.shard_id in handle.shard_ids:

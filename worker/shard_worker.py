@@ -228,9 +228,8 @@ class ShardWorker:
             log.warning(
                 "%d handlers still running after %.0f s: handed over", unfinished, HANDOVER_DRAIN
             )
-        await asyncio.sleep(0)  # what was queued this turn goes out first
         self.handled.flush()
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # what is queued (the report among it) goes out with this turn
         self.link.connection.send_batch_nowait([self.health.ack(0)])
         logging.shutdown()
         os._exit(0)
