@@ -24,7 +24,8 @@ class SimulatorConfig:
     users: int = 0  # 0: twice the guilds, so that every user is in several guilds
 
     # GET /gateway/bot: the shard count Discord recommends and the session start budget.
-    shards: int = 1
+    shards: int = 1  # the least it recommends
+    guilds_per_shard: int = 1000  # and one shard per this many guilds beyond; 0: only ``shards``
     max_concurrency: int = 1
     session_start_total: int = 1000
     session_start_reset: float = 86_400.0
@@ -64,9 +65,8 @@ class SimulatorConfig:
         for name, value in positive.items():
             if value <= 0:
                 raise ValueError(f"{name} must be positive, got {value}")
-        if self.session_start_total < 0:
-            raise ValueError(
-                f"session_start_total must not be negative, got {self.session_start_total}"
-            )
+        for name in ("session_start_total", "guilds_per_shard"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be between 0 and 65535, got {self.port}")

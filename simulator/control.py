@@ -3,14 +3,16 @@
 Inject what users do (messages, slash commands, traffic), force what Discord does to a shard
 (RECONNECT, INVALID_SESSION, a dropped TCP connection, a close code) or to a REST route (a
 shared 429 for every caller, ``POST /_sim/ratelimits/shared``), change the world (guilds
-joining and leaving), and read the truth (stats, sessions, the bot's messages). Bodies are
-validated where they enter: a bad one gets a 400 that says what is wrong.
+joining and leaving), and read the truth (stats, sessions, the bot's messages, each guild's
+dispatches by shard count). Bodies are validated where they enter: a bad one gets a 400 that
+says what is wrong.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 import msgspec
 from aiohttp import hdrs, web
@@ -29,6 +31,11 @@ from simulator.traffic.spec import TrafficSpec
 from simulator.world import Guild, World, guild_of
 
 Body = TypeVar("Body", bound=msgspec.Struct)
+
+MAX_NEW_GUILDS: Final = 10_000  # guilds one POST /_sim/guilds may add
+# Guilds joined between yields to the event loop: a GUILD_CREATE takes ~0.1 ms to build, and
+# ten thousand at once would stall every connection for a second.
+GUILDS_PER_TURN: Final = 256
 
 
 class InjectedMessage(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -67,6 +74,10 @@ class SharedRateLimit(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     retry_after: Annotated[float, msgspec.Meta(gt=0, le=60)]
 
 
+class NewGuilds(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    count: Annotated[int, msgspec.Meta(ge=1, le=MAX_NEW_GUILDS)] = 1
+
+
 class BadRequest(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -100,6 +111,7 @@ class Control:
             web.get("/_sim/world", self.get_world),
             web.get("/_sim/guilds/{guild_id}", self.get_guild),
             web.get("/_sim/sessions", self.get_sessions),
+            web.get("/_sim/dispatches", self.get_dispatches),
             web.post("/_sim/messages", self.inject_message),
             web.get("/_sim/messages", self.list_messages),
             web.post("/_sim/interactions", self.inject_interaction),
@@ -108,7 +120,7 @@ class Control:
             web.post("/_sim/shards/{shard_id}/invalid-session", self.force_invalid_session),
             web.post("/_sim/shards/{shard_id}/drop", self.force_drop),
             web.post("/_sim/shards/{shard_id}/close", self.force_close),
-            web.post("/_sim/guilds", self.add_guild),
+            web.post("/_sim/guilds", self.add_guilds),
             web.delete("/_sim/guilds/{guild_id}", self.remove_guild),
             web.post("/_sim/traffic/start", self.start_traffic),
             web.post("/_sim/traffic/stop", self.stop_traffic),
@@ -180,6 +192,29 @@ class Control:
                 }
             )
         return json_response(sessions)
+
+    async def get_dispatches(self, request: web.Request) -> web.Response:
+        """What the hub routed for one guild, or for all, by the shard count it reached."""
+        guild_id = self._query_int(request, "guild_id")
+        if guild_id is None:
+            totals = self.stats.dispatches_by_shard_count
+            return json_response(
+                {
+                    "by_shard_count": {str(count): n for count, n in sorted(totals.items())},
+                    "guilds": len(self.gateway.tally),
+                }
+            )
+        counts = self.gateway.tally.of_guild(guild_id)
+        if counts is None:
+            if not self.world.has_guild(guild_id):
+                raise BadRequest(404, f"no guild {guild_id}")
+            counts = {}
+        return json_response(
+            {
+                "guild_id": guild_id,
+                "by_shard_count": {str(count): n for count, n in sorted(counts.items())},
+            }
+        )
 
     async def list_messages(self, request: web.Request) -> web.Response:
         channel_id = self._query_int(request, "channel_id")
@@ -271,18 +306,37 @@ class Control:
 
     # -- the world -------------------------------------------------------------------------------
 
-    async def add_guild(self, request: web.Request) -> web.Response:
-        guild_id = self.world.add_guild()
-        payload = self.payloads.guild_create(self.world.guild(guild_id), available=False)
-        reached = self.gateway.dispatch(guild_id, "GUILD_CREATE", payload)
-        return json_response({"id": guild_id, "sessions": reached})
+    async def add_guilds(self, request: web.Request) -> web.Response:
+        """``count`` guilds join: GUILD_CREATE to every session (of every shard count) on each
+        one's shard, after 4011 for the sessions whose shard they take past the cap."""
+        body = await self._body(request, NewGuilds, empty_ok=True)
+        gateway = self.gateway
+        guild_ids: list[int] = []
+        reached = closed = 0
+        for start in range(0, body.count, GUILDS_PER_TURN):
+            if start:
+                await asyncio.sleep(0)
+            # A slice joins the world and is announced in one turn: a session that identifies
+            # between slices has each guild in its READY or in a GUILD_CREATE, never both.
+            joined = [
+                self.world.add_guild() for _ in range(min(GUILDS_PER_TURN, body.count - start))
+            ]
+            closed += gateway.require_sharding()
+            for guild_id in joined:
+                payload = self.payloads.guild_create(self.world.guild(guild_id), available=False)
+                reached += gateway.dispatch(guild_id, "GUILD_CREATE", payload)
+            guild_ids.extend(joined)
+        return json_response(
+            {"id": guild_ids[0], "ids": guild_ids, "sessions": reached, "sessions_closed": closed}
+        )
 
     async def remove_guild(self, request: web.Request) -> web.Response:
         guild_id = self._path_int(request, "guild_id")
         if not self.world.has_guild(guild_id):
             raise BadRequest(404, f"no guild {guild_id}")
-        self.world.remove_guild(guild_id)
+        # Dispatched while the guild is still the world's, so the tally counts it.
         reached = self.gateway.dispatch(guild_id, "GUILD_DELETE", {"id": str(guild_id)})
+        self.world.remove_guild(guild_id)
         return json_response({"id": guild_id, "sessions": reached})
 
     # -- traffic ---------------------------------------------------------------------------------

@@ -118,10 +118,20 @@ class SessionRegistry:
         if session in shard_sessions:
             shard_sessions.remove(session)
 
-    def for_guild(self, guild_id: int) -> Iterator[Session]:
+    def for_guild(self, guild_id: int) -> Iterator[tuple[int, list[Session]]]:
+        """Each shard count with sessions on the guild's shard, and those sessions."""
         shard_key = guild_id >> 22
         for shard_count, by_id in self._by_shard.items():
-            yield from by_id.get(shard_key % shard_count, ())
+            sessions = by_id.get(shard_key % shard_count)
+            if sessions:
+                yield shard_count, sessions
+
+    def shards(self) -> Iterator[tuple[int, int, list[Session]]]:
+        """``(shard_count, shard_id, sessions)`` of every shard that has a session."""
+        for shard_count, by_id in self._by_shard.items():
+            for shard_id, sessions in by_id.items():
+                if sessions:
+                    yield shard_count, shard_id, sessions
 
     def expire(self, now: float | None = None) -> int:
         """End dropped sessions past the resume window; returns how many."""

@@ -38,6 +38,9 @@ class Stats:
     interaction_responses: int = 0
     close_codes: Counter[int] = field(default_factory=Counter)
     compression: Counter[str] = field(default_factory=Counter)
+    # What the hub routed for guilds, by the shard count of the sessions it reached (the
+    # generations of a live reshard); per guild in the gateway's tally, GET /_sim/dispatches.
+    dispatches_by_shard_count: Counter[int] = field(default_factory=Counter)
 
     def as_json(self) -> dict[str, Any]:
         plain: dict[str, Any] = {}

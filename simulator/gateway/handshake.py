@@ -20,6 +20,7 @@ from simulator.gateway.protocol import (
     Op,
     encode,
 )
+from simulator.gateway.sharding import sharding_required
 from simulator.sessions import InvalidSeq, Session
 
 if TYPE_CHECKING:  # the connection calls in here; at run time this module needs only its API
@@ -52,11 +53,9 @@ async def identify(connection: GatewayConnection, data: object) -> None:
         await connection.close(CloseCode.DISALLOWED_INTENTS, "privileged intents not enabled")
         return
     guild_ids = gateway.shard_guilds(shard_id, shard_count)
-    if len(guild_ids) > config.max_guilds_per_shard:
-        await connection.close(
-            CloseCode.SHARDING_REQUIRED,
-            f"{len(guild_ids)} guilds on one shard; the limit is {config.max_guilds_per_shard}",
-        )
+    refusal = sharding_required(len(guild_ids), config.max_guilds_per_shard)
+    if refusal is not None:
+        await connection.close(CloseCode.SHARDING_REQUIRED, refusal)
         return
     stats.identifies += 1
     if not gateway.identify_bucket(shard_id).try_acquire():

@@ -1,10 +1,12 @@
 """The gateway's shared side: the websocket endpoint, the session registry, identify buckets and
-the daily session budget, and the routing of a guild's events to the sessions of its shard."""
+the daily session budget, the routing of a guild's events to the sessions of its shard (of
+every shard count) with their tally, and 4011 for shards that guilds joining overfill."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Coroutine
 from typing import Any
 
@@ -13,7 +15,9 @@ from aiohttp import web
 from simulator.config import SimulatorConfig
 from simulator.gateway.connection import CLOSE_TIMEOUT, GatewayConnection
 from simulator.gateway.guilds import stream_guild_creates
-from simulator.gateway.protocol import EVENT_INTENTS, MESSAGE_CONTENT, encode
+from simulator.gateway.protocol import EVENT_INTENTS, MESSAGE_CONTENT, CloseCode, encode
+from simulator.gateway.sharding import guilds_by_shard, sharding_required
+from simulator.gateway.tally import DispatchTally
 from simulator.limits import Clock, FixedWindow
 from simulator.payloads import Payload, PayloadFactory
 from simulator.sessions import Session, SessionRegistry
@@ -37,6 +41,7 @@ class Gateway:
         # Every window and deadline of the gateway and its connections runs on this clock.
         self.clock = clock
         self.sessions = SessionRegistry(config.resume_window, clock)
+        self.tally = DispatchTally(world, stats)
         self.session_budget = FixedWindow(
             config.session_start_total, config.session_start_reset, clock
         )
@@ -80,23 +85,52 @@ class Gateway:
         without_content: bytes | None = None
         reached = 0
         # No copy: a dispatch never changes the registry (a dropped connection detaches later).
-        for session in self.sessions.for_guild(guild_id):
-            if required and not session.intents & required:
-                continue
-            if event == "MESSAGE_CREATE" and not session.intents & MESSAGE_CONTENT:
-                if without_content is None:
-                    without_content = encode({**data, "content": ""})
-                session.dispatch(event_name, without_content)
-            else:
-                if encoded is None:
-                    encoded = encode(data)
-                session.dispatch(event_name, encoded)
-            if event == "GUILD_CREATE":
-                session.guild_ids.add(guild_id)
-            elif event == "GUILD_DELETE":
-                session.guild_ids.discard(guild_id)
-            reached += 1
+        for shard_count, sessions in self.sessions.for_guild(guild_id):
+            taken = 0
+            for session in sessions:
+                if required and not session.intents & required:
+                    continue
+                if event == "MESSAGE_CREATE" and not session.intents & MESSAGE_CONTENT:
+                    if without_content is None:
+                        without_content = encode({**data, "content": ""})
+                    session.dispatch(event_name, without_content)
+                else:
+                    if encoded is None:
+                        encoded = encode(data)
+                    session.dispatch(event_name, encoded)
+                if event == "GUILD_CREATE":
+                    session.guild_ids.add(guild_id)
+                elif event == "GUILD_DELETE":
+                    session.guild_ids.discard(guild_id)
+                taken += 1
+            if taken:
+                self.tally.add(guild_id, shard_count, taken)
+                reached += taken
         return reached
+
+    def require_sharding(self) -> int:
+        """End every session whose shard holds more guilds than ``max_guilds_per_shard`` now
+        that guilds joined, closing its connection with 4011, as Discord does; returns how many.
+
+        Each shard count is judged on its own: guilds that overfill a shard of 4 may leave every
+        shard of 8 within the cap.
+        """
+        limit = self.config.max_guilds_per_shard
+        held_by_count: dict[int, Counter[int]] = {}
+        refused: list[tuple[Session, str]] = []
+        for shard_count, shard_id, sessions in self.sessions.shards():
+            if shard_count not in held_by_count:
+                held_by_count[shard_count] = guilds_by_shard(self.world.guild_ids, shard_count)
+            reason = sharding_required(held_by_count[shard_count][shard_id], limit)
+            if reason is not None:
+                refused.extend((session, reason) for session in sessions)
+        for session, reason in refused:
+            connection = session.outbox
+            # Ended at once, so nothing more is dispatched to it; a RESUME of it is refused.
+            self.sessions.end(session)
+            if isinstance(connection, GatewayConnection):
+                self.in_background(connection.close(CloseCode.SHARDING_REQUIRED, reason))
+        return len(refused)
 
     def stream_guilds(self, session: Session, guild_ids: list[int]) -> None:
         """GUILD_CREATE for each of a new session's guilds, without stalling the loop."""

@@ -7,6 +7,7 @@ from aiohttp import web
 
 from simulator.config import SimulatorConfig
 from simulator.gateway.hub import Gateway
+from simulator.gateway.sharding import recommended_shards
 from simulator.payloads import Payload, PayloadFactory
 from simulator.responses import json_response
 from simulator.rest.errors import UNKNOWN_USER, ApiError
@@ -41,7 +42,7 @@ class AccountRoutes:
         return json_response(
             {
                 "url": self.gateway.url,
-                "shards": self.config.shards,
+                "shards": recommended_shards(self.config, len(self.world.guild_ids)),
                 "session_start_limit": {
                     "total": budget.limit,
                     "remaining": budget.remaining(),
