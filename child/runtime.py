@@ -45,8 +45,10 @@ class ChildStart:
 def run_child(start: ChildStart, *arguments: Any) -> None:
     """The spawn target of every child: set the process up, then run its entry to the end."""
     die_with_parent(start.master_pid)
-    # Ctrl-C in a terminal reaches the whole process group; the master decides how we stop.
+    # Ctrl-C (or a hangup) in a terminal reaches the whole process group; the master decides
+    # how we stop, and SIGHUP is its rolling restart.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     logging.basicConfig(
         level=start.log_level,
         format=f"%(asctime)s %(levelname)s {start.label} %(name)s: %(message)s",

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 
 Snowflake = Annotated[int, msgspec.Meta(ge=0)]
 ShardId = Annotated[int, msgspec.Meta(ge=0)]
@@ -185,6 +185,29 @@ class ShardReady(Message, tag="SHARD_READY"):
     resume_url: str | None = None
 
 
+class Session(msgspec.Struct, frozen=True):
+    """What a shard needs to RESUME a gateway session, as hikari keeps it."""
+
+    session_id: str
+    seq: int  # where the RESUME starts: Discord replays every dispatch after it
+    resume_url: str
+    handled: frozenset[int] = frozenset()  # replayed dispatches bot code already handled
+    received: int = 0  # the last seq the earlier process received: replays run up to it
+
+
+class WorkerStandby(Message, tag="STANDBY"):
+    """Worker -> master: a process started to take a worker's place (a rolling restart) has
+    loaded the bot code and the shared state, and waits for ``SHARD_TAKE``."""
+
+
+class ShardTake(Message, tag="SHARD_TAKE"):
+    """Master -> worker on standby: the worker's earlier process is gone; start the shards,
+    resuming these sessions (the others identify)."""
+
+    sessions: dict[ShardId, Session] = {}
+    guild_counts: dict[ShardId, int] = {}  # of those shards, as last known
+
+
 class ShardDisconnect(Message, tag="SHARD_DISCONNECT"):
     """Worker -> master: a shard lost its connection. Master -> worker: disconnect these shards.
 
@@ -338,6 +361,8 @@ AnyMessage = (
     | ComputeResult
     | RestGateReport
     | HandledReport
+    | WorkerStandby
+    | ShardTake
 )
 
 CATALOGUE: dict[str, type[Message]] = {

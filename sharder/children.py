@@ -62,6 +62,10 @@ class Children:
         for handle in kind.handles:
             self.kinds[handle] = kind
 
+    def add(self, handle: ChildHandle, kind: ChildKind[Any]) -> None:
+        """One more child of ``kind``, beside its handles (a worker's standby)."""
+        self.kinds[handle] = kind
+
     def __iter__(self) -> Iterator[ChildHandle]:
         return iter(self.kinds)
 
@@ -88,6 +92,17 @@ class Children:
         asyncio.get_running_loop().add_reader(process.sentinel, self._on_exit, handle, process)
         log.info("%s spawned (pid %d)", handle, process.pid)
         self._later(self._connect(handle, process, parent_end))
+
+    def take_over(self, handle: ChildHandle, standby: ChildHandle) -> None:
+        """Run ``standby``'s process (started, connected, loaded) as ``handle``'s next one."""
+        process = standby.process
+        assert process is not None
+        self._stop_watching(process)
+        del self.kinds[standby]
+        handle.take_process(standby)
+        asyncio.get_running_loop().add_reader(process.sentinel, self._on_exit, handle, process)
+        log.info("%s runs its standby's process (pid %d)", handle, process.pid)
+        self.kinds[handle].took_over(handle)
 
     def next_origin(self) -> int:
         """The nonce origin of the next process: from 1 (0 is the master's) up, and round again
@@ -132,8 +147,11 @@ class Children:
         handle.connection = connection
         self.kinds[handle].connected(handle, connection)
         await connection.wait_closed()
-        if handle.process is not process or handle.stopping:
+        # A standby's process may run for its worker by now.
+        owner = next((child for child in self.kinds if child.process is process), None)
+        if owner is None or owner.stopping:
             return
+        handle = owner
         if isinstance(connection.error, ConnectionClosed):
             # The child closed its end: it is on its way out. Give it time to go on its own.
             self._later(self._kill_if_alive(process, self.config.shutdown_timeout))
@@ -150,6 +168,12 @@ class Children:
         process = handle.process
         if process is not None:
             self._later(self._kill_if_alive(process, self.config.shutdown_timeout))
+
+    def restart(self, handle: ChildHandle, reason: str, resumable: bool) -> None:
+        """Ask the child's process to end for a planned restart: the next starts at once, from
+        the child's standby if it has one ready."""
+        handle.restart_requested = True
+        self.ask_to_stop(handle, reason, resumable)
 
     def ask_all_to_stop(self) -> None:
         for child, kind in self.kinds.items():
@@ -216,6 +240,10 @@ class Children:
         kind = self.kinds[handle]
         if kind.exited(handle, process.exitcode):
             handle.restart_requested = True  # replaced at once, not counted toward a crash loop
+        if handle.temporary:
+            log.info("%s exited (%s)", handle, how)
+            del self.kinds[handle]
+            return
         if process.exitcode == EXIT_UNUSABLE and not self.stopping():
             log.error("%s cannot run with what is installed (its log says why); stopping", handle)
             self.unusable(handle)
@@ -225,7 +253,11 @@ class Children:
             handle.restart_requested = False
             handle.restarts += 1
             log.info("%s stopped for its restart (%s)", handle, how)
-            self.spawn(handle)
+            standby = kind.successor(handle)
+            if standby is not None:
+                self.take_over(handle, standby)
+            else:
+                self.spawn(handle)
         else:
             self._after_crash(handle, kind, now)
 

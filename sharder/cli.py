@@ -3,7 +3,7 @@
     python -m sharder start [--config F] [--simulate] [--shards S] [--workers W]
     python -m sharder status [--json]
     python -m sharder stop
-    python -m sharder restart WORKER
+    python -m sharder restart WORKER | --rolling [--no-wait]
     python -m sharder state get|set SCOPE KEY [FIELD=VALUE ...]
 
 ``status``, ``stop``, ``restart`` and ``state`` find the master through its control socket:
@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -36,6 +37,7 @@ from sharder.status import SharderStatus
 USAGE_ERROR = 2
 SCOPES = ("guild_config", "member_activity", "permissions", "user_data")
 CONTROL_TIMEOUT = 10.0
+ROLL_POLL = 0.25  # seconds between looks at a rolling restart being followed
 
 
 def parser() -> argparse.ArgumentParser:
@@ -70,7 +72,15 @@ def parser() -> argparse.ArgumentParser:
         if name == "status":
             command.add_argument("--json", action="store_true", help="print JSON")
         if name == "restart":
-            command.add_argument("worker", type=non_negative_int, help="worker id")
+            command.add_argument("worker", nargs="?", type=non_negative_int, help="worker id")
+            command.add_argument(
+                "--rolling",
+                action="store_true",
+                help="replace every worker in turn by a process with the bot code imported anew",
+            )
+            command.add_argument(
+                "--no-wait", action="store_true", help="with --rolling: do not follow it"
+            )
         if name == "state":
             command.add_argument("action", choices=("get", "set"))
             command.add_argument("scope", choices=SCOPES)
@@ -222,7 +232,12 @@ def start(args: argparse.Namespace, config: Config) -> int:
 def control(args: argparse.Namespace, config: Config) -> int:
     request: dict[str, Any] = {"command": args.command}
     if args.command == "restart":
-        request["worker"] = args.worker
+        if (args.worker is None) == (not args.rolling):
+            fail("restart needs a WORKER, or --rolling for every worker in turn")
+        if args.rolling:
+            request["rolling"] = True
+        else:
+            request["worker"] = args.worker
     if args.command == "state":
         request = {"command": f"state_{args.action}", "scope": args.scope, "key": args.key}
         if args.action == "set":
@@ -249,7 +264,38 @@ def control(args: argparse.Namespace, config: Config) -> int:
         print(json.dumps(answer.get("value") if args.action == "get" else answer))
     else:
         print(answer.get("message", "ok"))
+        if args.command == "restart" and args.rolling and not args.no_wait:
+            return follow_roll(path)
     return 0
+
+
+def follow_roll(path: Path) -> int:
+    """Print a rolling restart's steps as the status shows them, until it ends; 0 if done."""
+    shown = None
+    while True:
+        try:
+            answer = call_sync(path, {"command": "status"}, CONTROL_TIMEOUT)
+        except (ControlError, TimeoutError) as error:
+            print(f"sharder: lost the master while following the roll: {error}", file=sys.stderr)
+            return 1
+        if not answer.get("ok"):
+            print(f"sharder: {answer.get('error', 'the master refused')}", file=sys.stderr)
+            return 1
+        roll = msgspec.convert(answer["status"], SharderStatus).roll
+        if roll is None:
+            print("sharder: the master shows no rolling restart", file=sys.stderr)
+            return 1
+        if roll.state != "rolling":
+            if roll.state == "done":
+                print(f"rolling restart done: {roll.workers} workers in {roll.took_s:.1f} s")
+                return 0
+            print(f"sharder: rolling restart {roll.state}: {roll.reason}", file=sys.stderr)
+            return 1
+        step = (roll.worker, roll.phase)
+        if step != shown and roll.worker is not None:
+            print(f"worker {roll.worker}: {roll.phase} ({len(roll.replaced)}/{roll.workers} done)")
+            shown = step
+        time.sleep(ROLL_POLL)
 
 
 def parse_fields(pairs: list[str]) -> dict[str, Any]:

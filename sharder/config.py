@@ -67,6 +67,9 @@ class SupervisorSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     # A handed-over session resumes from where it stood this long before: events received but
     # not yet handled when the process died are replayed rather than lost.
     replay_margin: Annotated[float, msgspec.Meta(ge=0, le=25)] = 2.0
+    # A rolling restart stops where a worker's new process is not loaded, or its shards not
+    # all ready, this long after the step began; the old processes keep serving.
+    roll_step_timeout: Positive = 120.0
 
 
 class ComputeSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -32,10 +32,11 @@ logger = logging.getLogger("sharder.control")
 class ControlHandler(Protocol):
     """What the control socket acts on: the master's supervisor.
 
-    ``stop`` and ``restart`` should start the action and return promptly: the server cancels a
-    call that takes longer than its ``handler_timeout``, and ``stop`` must not wait for the
-    shutdown that will close this server. ``restart`` raises ``ValueError`` with a message for
-    the user (e.g. an unknown worker), which the client receives as the error.
+    ``stop``, ``restart`` and ``rolling_restart`` should start the action and return promptly:
+    the server cancels a call that takes longer than its ``handler_timeout``, and ``stop`` must
+    not wait for the shutdown that will close this server. ``restart`` raises ``ValueError``
+    with a message for the user (e.g. an unknown worker), which the client receives as the
+    error.
     """
 
     def status(self) -> SharderStatus: ...
@@ -43,6 +44,8 @@ class ControlHandler(Protocol):
     async def stop(self) -> None: ...
 
     async def restart(self, worker_id: int) -> str: ...
+
+    def rolling_restart(self) -> str: ...
 
     def state_get(self, scope: StateScope, key: str) -> Any: ...
 
@@ -68,6 +71,8 @@ async def answer(handler: ControlHandler, line: bytes, timeout: float) -> dict[s
                     await handler.stop()
                     return {"ok": True, "message": "stopping"}
                 case RestartRequest(worker=worker):
+                    if worker is None:  # rolling: every worker in turn
+                        return {"ok": True, "message": handler.rolling_restart()}
                     return {"ok": True, "message": await handler.restart(worker)}
                 case StateGetRequest(scope=scope, key=key):
                     return {"ok": True, "value": handler.state_get(scope, key)}

@@ -5,6 +5,8 @@ Each connection carries one request line and one answer line, both JSON objects:
 - ``{"command": "status"}`` -> ``{"ok": true, "status": <SharderStatus>}``
 - ``{"command": "stop"}`` -> ``{"ok": true, "message": "stopping"}``
 - ``{"command": "restart", "worker": 3}`` -> ``{"ok": true, "message": "..."}``
+- ``{"command": "restart", "rolling": true}`` -> ``{"ok": true, "message": "..."}``: every
+  worker in turn; the status's ``roll`` follows it
 - ``{"command": "state_get", "scope": "guild_config", "key": "<guild id>"}`` ->
   ``{"ok": true, "value": <the merged value, null if never written>}``
 - ``{"command": "state_set", "scope": "guild_config", "key": "<guild id>", "fields": {...}}`` ->
@@ -17,7 +19,7 @@ or field changes this module, and the socket's handling does not.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -41,7 +43,8 @@ class StopRequest(Request, tag="stop"):
 
 
 class RestartRequest(Request, tag="restart"):
-    worker: int
+    worker: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    rolling: bool = False
 
 
 class StateGetRequest(Request, tag="state_get"):
@@ -83,6 +86,8 @@ def parse_request(line: bytes) -> AnyRequest:
         request: AnyRequest = msgspec.convert(document, AnyRequest)
     except msgspec.ValidationError as error:
         raise BadRequest(f"bad {command} request: {describe(error)}") from None
+    if isinstance(request, RestartRequest) and (request.worker is None) == (not request.rolling):
+        raise BadRequest('bad restart request: give either "worker" or "rolling": true')
     return request
 
 

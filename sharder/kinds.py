@@ -70,6 +70,13 @@ class ChildKind(abc.ABC, Generic[Handle]):
         if handle.connection is not None:
             handle.connection.close()
 
+    def successor(self, handle: Handle) -> Handle | None:
+        """A process started and loaded already to take the child's place, if there is one."""
+        return None
+
+    def took_over(self, handle: Handle) -> None:
+        """The child runs its successor's process now (connected already)."""
+
     def exited(self, handle: Handle, exitcode: int | None) -> bool:
         """Its process is gone; True to start the next at once (not a crash)."""
         return False

@@ -12,6 +12,7 @@ and raises.
       any live state --exit--> spawning (a planned restart) | backoff | failed | stopped
       (never spawning while the last process is not reaped)
       backoff --due--> spawning;  failed --restart command--> spawning;  down --shutdown--> stopped
+      (a standby's process taking over: spawning, as for a restart, then starting at once)
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ class IllegalTransition(RuntimeError):
 
 class ChildHandle:
     kind = "child"
+    # Not restarted: when its process ends, the child is forgotten (a worker's standby).
+    temporary = False
 
     def __init__(
         self, child_id: int, first_backoff: float, liveness: Liveness | None = None
@@ -184,6 +187,16 @@ class ChildHandle:
         self.kill_reason = None
         self.restart_at = None
         self.spawned_at = now
+
+    def take_process(self, standby: ChildHandle) -> None:
+        """Run ``standby``'s process, connected already, as this child's next one."""
+        process, connection = standby.process, standby.connection
+        assert process is not None and connection is not None
+        self.liveness = standby.liveness
+        self.spawned(process, standby.spawned_at)
+        self.connection = connection
+        self.health = standby.health
+        standby.forget_process()
 
     def forget_process(self) -> None:
         """The process is gone: its health is no longer known."""

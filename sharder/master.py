@@ -51,6 +51,9 @@ class Master:
     async def restart(self, worker_id: int) -> str:
         return await self.supervisor.restart_worker(worker_id)
 
+    def rolling_restart(self) -> str:
+        return self.supervisor.rolling_restart()
+
     def state_get(self, scope: StateScope, key: str) -> Any:
         return self._state().value(scope, key)
 

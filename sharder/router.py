@@ -44,6 +44,7 @@ from protocol.messages import (
     StateFetch,
     StateSync,
     StateUpdate,
+    WorkerStandby,
 )
 from sharder.compute_pool import ComputePool
 from sharder.state_service import StateService
@@ -62,6 +63,7 @@ class WorkerReports(Protocol):
     def on_shard_disconnect(self, handle: WorkerHandle, disconnect: ShardDisconnect) -> None: ...
     def on_identify_request(self, handle: WorkerHandle, request: IdentifyRequest) -> None: ...
     def on_identify_sent(self, handle: WorkerHandle, sent: IdentifySent) -> None: ...
+    def on_standby(self, handle: WorkerHandle, standby: WorkerStandby) -> None: ...
 
 
 @dataclass(slots=True)
@@ -161,6 +163,8 @@ class Router:
             self.state.on_sync(handle, message)
         elif isinstance(message, StateFetch):
             self.state.on_fetch(handle, message)
+        elif isinstance(message, WorkerStandby):
+            self.reports.on_standby(handle, message)
         else:
             kind = type(message).__struct_config__.tag
             log.warning("worker %d sent %s, which the master does not take", handle.id, kind)

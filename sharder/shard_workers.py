@@ -24,6 +24,8 @@ from protocol.messages import (
     ShardHealth,
     ShardReady,
     ShardState,
+    ShardTake,
+    WorkerStandby,
 )
 from sharder.compute_pool import ComputePool
 from sharder.config import Config
@@ -33,8 +35,8 @@ from sharder.lifecycle import ChildHandle
 from sharder.router import Router
 from sharder.state_service import StateService
 from sharder.status import ShardStatus, WorkerStatus
-from sharder.workers import RestGateHandle, WorkerHandle
-from worker.spec import WorkerSpec
+from sharder.workers import RestGateHandle, StandbyHandle, WorkerHandle
+from worker.spec import Session, WorkerSpec
 
 log = logging.getLogger("sharder.supervisor")
 
@@ -74,11 +76,9 @@ class ShardWorkers(ChildKind[WorkerHandle]):
 
     def start_arguments(self, handle: WorkerHandle) -> tuple[object, ...]:
         supervisor = self.config.supervisor
-        sessions = (
-            handle.sessions_to_resume(supervisor.replay_margin)
-            if supervisor.resume_sessions
-            else {}
-        )
+        standby = isinstance(handle, StandbyHandle)
+        # A standby is handed the sessions when it takes over (SHARD_TAKE), not at its start.
+        sessions = {} if standby else self._sessions(handle)
         handle.spawned_with_sessions = bool(sessions)
         gate = self.rest_gate
         spec = WorkerSpec(
@@ -99,10 +99,18 @@ class ShardWorkers(ChildKind[WorkerHandle]):
             user_cache=self.config.state.user_cache,
             liveness=handle.liveness,
             liveness_period=supervisor.heartbeat_interval / LIVENESS_STAMPS_PER_BEAT,
+            standby=standby,
             sessions=sessions,
             guild_counts=dict(handle.guild_counts),
         )
-        return (self.child_start("worker.shard_worker:serve", f"worker-{handle.id}"), spec)
+        label = f"standby-{handle.id}" if standby else f"worker-{handle.id}"
+        return (self.child_start("worker.shard_worker:serve", label), spec)
+
+    def _sessions(self, handle: WorkerHandle) -> dict[int, Session]:
+        supervisor = self.config.supervisor
+        if not supervisor.resume_sessions:
+            return {}
+        return handle.sessions_to_resume(supervisor.replay_margin)
 
     def connected(self, handle: WorkerHandle, connection: Connection) -> None:
         handle.transition("starting")
@@ -117,7 +125,27 @@ class ShardWorkers(ChildKind[WorkerHandle]):
             )
             handle.connection.send_batch_nowait([message])
 
+    def successor(self, handle: WorkerHandle) -> WorkerHandle | None:
+        standby = handle.standby
+        if standby is None or not standby.standing_by or not standby.serving:
+            return None
+        handle.standby = None
+        return standby
+
+    def took_over(self, handle: WorkerHandle) -> None:
+        """Its standby's process runs for it now: it is handed the sessions, and starts."""
+        assert handle.connection is not None
+        self.connected(handle, handle.connection)
+        sessions = self._sessions(handle)
+        handle.spawned_with_sessions = bool(sessions)
+        take = ShardTake(sessions=sessions, guild_counts=dict(handle.guild_counts))
+        handle.connection.send_batch_nowait([take])
+
     def exited(self, handle: WorkerHandle, exitcode: int | None) -> bool:
+        if isinstance(handle, StandbyHandle):
+            if handle.worker.standby is handle:
+                handle.worker.standby = None
+            return False  # it served nothing: nobody waits on it
         self.router.worker_down(handle.id)
         self.pool.origin_down(handle.id)
         for shard_id in handle.shard_ids:
@@ -134,6 +162,14 @@ class ShardWorkers(ChildKind[WorkerHandle]):
             handle.forget_sessions()
 
     # -- what workers report (the router's WorkerReports) --------------------------------------
+
+    def on_standby(self, handle: WorkerHandle, standby: WorkerStandby) -> None:
+        if not isinstance(handle, StandbyHandle):
+            log.warning("worker %d said STANDBY, which only a standby says", handle.id)
+            return
+        log.info("%s loaded the bot code (%.1f s)", handle, time.monotonic() - handle.spawned_at)
+        handle.standing_by = True
+        self.wake()
 
     def on_shard_ready(self, handle: WorkerHandle, ready: ShardReady) -> None:
         log.info(

@@ -164,6 +164,8 @@ class StateService:
             targets = [self.workers[self.table.owner_of_guild(guild_id)]]
         for target in targets:
             self._send(target, [message])
+            if target.standby is not None:  # loading the worker's state to take its place
+                self._send(target.standby, [message])
 
     @staticmethod
     def _changed(scope: str, key: str, entry: Entry) -> StateChanged:

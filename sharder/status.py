@@ -78,6 +78,22 @@ class RestGateStatus(msgspec.Struct, kw_only=True):
     routes: list[RouteReport] = []
 
 
+RollPhase = Literal["loading", "handing_over", "resuming"]
+RollState = Literal["rolling", "done", "failed", "cancelled"]
+
+
+class RollStatus(msgspec.Struct, kw_only=True):
+    """The last rolling restart (``rolling``): where it is, or how it ended."""
+
+    state: RollState
+    workers: int  # to replace, in all
+    replaced: list[int]  # workers whose new process serves
+    worker: int | None = None  # the one being replaced now
+    phase: RollPhase | None = None
+    reason: str | None = None  # why it failed or was cancelled
+    took_s: float | None = None  # start to end, once ended
+
+
 class SharderStatus(msgspec.Struct, kw_only=True):
     pid: int
     uptime_s: float
@@ -93,6 +109,7 @@ class SharderStatus(msgspec.Struct, kw_only=True):
     rest_gate: RestGateStatus | None = None  # None: workers call the API directly
     workers_connected_s: float | None = None  # from start to every worker's hello
     shards_ready_s: float | None = None  # from start to every shard ready
+    roll: RollStatus | None = None  # the last rolling restart, if there was one
 
     @property
     def ready_shards(self) -> int:

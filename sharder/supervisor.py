@@ -34,6 +34,7 @@ from sharder.config import Config
 from sharder.identify import IdentifyGate
 from sharder.kinds import ComputeWorkers, Discord, RestGateChild
 from sharder.lifecycle import ChildHandle
+from sharder.rolling import RollingRestart
 from sharder.shard_workers import ShardWorkers, worker_statuses
 from sharder.state_service import StateService
 from sharder.status import SharderStatus
@@ -96,6 +97,7 @@ class Supervisor:
         # Start-up, for the status: spawn to every worker's hello, and to every shard ready.
         self.connected_after: float | None = None
         self.ready_after: float | None = None
+        self.roll: RollingRestart | None = None  # the last rolling restart
 
     # -- start-up --------------------------------------------------------------------------------
 
@@ -177,6 +179,7 @@ class Supervisor:
             return 1
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self._on_signal, signum)
+        loop.add_signal_handler(signal.SIGHUP, self._on_reload)
         try:
             for child in self.children:
                 self.children.spawn(child)
@@ -188,7 +191,7 @@ class Supervisor:
                 self._tick()
             await self._shutdown()
         finally:
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
             self.children.kill_all()
             await self._close()
@@ -201,6 +204,8 @@ class Supervisor:
             self._next_heartbeat = now + self.config.supervisor.heartbeat_interval
             self.children.heartbeat(now)
         self.children.restart_due(now)
+        if self.roll is not None:
+            self.roll.advance()
         workers = self.workers.values()
         if self.connected_after is None and all(handle.serving for handle in workers):
             self.connected_after = now - self.started_at
@@ -242,6 +247,13 @@ class Supervisor:
             self._stop_signalled_at = now
         self.wake()
 
+    def _on_reload(self) -> None:
+        """SIGHUP (systemd's ExecReload): a rolling restart, with the bot code imported anew."""
+        try:
+            log.info("SIGHUP: %s", self.rolling_restart())
+        except ValueError as error:
+            log.warning("SIGHUP: no rolling restart: %s", error)
+
     def request_stop(self) -> None:
         self._stop_requested = True
         self.wake()
@@ -257,22 +269,45 @@ class Supervisor:
         handle = self.workers.get(worker_id)
         if handle is None:
             raise ValueError(f"no worker {worker_id}; workers are 0-{len(self.workers) - 1}")
-        if self.state == "stopping":
-            raise ValueError("the sharder is stopping")
-        if self.shard_workers is None:
-            raise ValueError("the sharder is starting")
+        self._check_can_restart()
         if handle.state in ("backoff", "failed", "stopped"):
             handle.reset_backoff()
             self.children.spawn(handle)
             return f"worker {worker_id} started"
-        handle.restart_requested = True
         # The sessions go to the next process: the old one exits without ending them.
         resumable = self.config.supervisor.resume_sessions
-        self.children.ask_to_stop(handle, "restart requested", resumable)
+        self.children.restart(handle, "restart requested", resumable)
         return f"worker {worker_id} restarting"
+
+    def rolling_restart(self) -> str:
+        """Replace every worker in turn (``rolling``); returns at once, the status follows it."""
+        self._check_can_restart()
+        assert self.shard_workers is not None
+        supervisor = self.config.supervisor
+        self.roll = RollingRestart(
+            list(self.workers.values()),
+            self.children,
+            self.shard_workers,
+            supervisor.roll_step_timeout,
+            supervisor.resume_sessions,
+        )
+        self.wake()
+        return f"rolling restart of {len(self.workers)} workers started"
+
+    def _check_can_restart(self) -> None:
+        if self.state == "stopping" or self._stop_requested:
+            raise ValueError("the sharder is stopping")
+        if self.shard_workers is None:
+            raise ValueError("the sharder is starting")
+        roll = self.roll
+        if roll is not None and roll.active:
+            where = f"worker {roll.step.worker.id}" if roll.step is not None else "starting"
+            raise ValueError(f"a rolling restart is running ({where} of {roll.total})")
 
     async def _shutdown(self) -> None:
         self.state = "stopping"
+        if self.roll is not None:
+            self.roll.cancel("the sharder is stopping")
         self.service.notifier.stopping("stopping: disconnecting the shards")
         self.children.ask_all_to_stop()
         deadline = time.monotonic() + self.config.supervisor.shutdown_timeout
@@ -319,4 +354,5 @@ class Supervisor:
             compute=[handle.status() for handle in self.compute.values()],
             compute_pool=self.pool.status(),
             rest_gate=self.rest_gate.status() if self.rest_gate is not None else None,
+            roll=self.roll.status() if self.roll is not None else None,
         )

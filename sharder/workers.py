@@ -1,6 +1,7 @@
 """The master's handles of its kinds of child, beyond what every child has (``lifecycle``).
 
-A shard worker (``WorkerHandle``) adds its shards and their sessions, a compute worker
+A shard worker (``WorkerHandle``) adds its shards and their sessions (and, while a rolling
+restart replaces it, its ``StandbyHandle``), a compute worker
 (``ComputeHandle``) the task it runs, the REST gate (``RestGateHandle``) its address and its
 latest report. The handles keep the facts and answer questions about them.
 """
@@ -116,6 +117,7 @@ class WorkerHandle(ChildHandle):
         # What bot code has finished handling, per shard: kept across processes, as the sessions.
         self.handled: dict[int, ShardHandled] = {}
         self.spawned_with_sessions = False
+        self.standby: StandbyHandle | None = None  # a process started to take its place
 
     def describe(self) -> str:
         """Why this worker cannot take a request, in words for an error reply."""
@@ -247,3 +249,24 @@ class WorkerHandle(ChildHandle):
             )
             for shard in self.shards.values()
         ]
+
+
+class StandbyHandle(WorkerHandle):
+    """A process started beside a worker's running one, to take its place (a rolling restart).
+
+    It loads the bot code and the worker's shared state while the running process serves, and
+    says STANDBY; it takes the shards only once the running process has handed their sessions
+    over. It is not restarted: a standby that exits first stops the roll, and the worker keeps
+    its running process.
+    """
+
+    kind = "standby"
+    temporary = True
+
+    def __init__(self, worker: WorkerHandle) -> None:
+        super().__init__(worker.id, worker.shard_ids, worker.first_backoff)
+        self.worker = worker
+        self.standing_by = False  # said STANDBY: loaded, waiting for the shards
+
+    def __str__(self) -> str:
+        return f"worker {self.id}'s standby"

@@ -86,6 +86,10 @@ class FakeHandler:
         self.restarted.append(worker_id)
         return f"restarting worker {worker_id}"
 
+    def rolling_restart(self) -> str:
+        self.restarted.extend(range(WORKERS))
+        return f"rolling restart of {WORKERS} workers started"
+
     def state_get(self, scope: str, key: str) -> Any:
         return self.state.get((scope, key))
 
@@ -166,6 +170,11 @@ async def test_status_stop_and_restart_round_trips(
         "ok": False,
         "error": "no worker 7; workers are 0-3",
     }
+    assert await call(socket_path, {"command": "restart", "rolling": True}) == {
+        "ok": True,
+        "message": "rolling restart of 4 workers started",
+    }
+    assert handler.restarted == [2, 0, 1, 2, 3]
 
     assert await call(socket_path, {"command": "stop"}) == {"ok": True, "message": "stopping"}
     assert handler.stops == 1
@@ -269,15 +278,23 @@ async def test_close_leaves_a_socket_file_that_is_no_longer_its_own(
         ),
         (
             b'{"command": "restart"}\n',
-            "bad restart request: Object missing required field `worker`",
+            'bad restart request: give either "worker" or "rolling": true',
         ),
         (
             b'{"command": "restart", "worker": "1"}\n',
-            "bad restart request: worker: Expected `int`, got `str`",
+            "bad restart request: worker: Expected `int | null`, got `str`",
         ),
         (
             b'{"command": "restart", "worker": true}\n',
-            "bad restart request: worker: Expected `int`, got `bool`",
+            "bad restart request: worker: Expected `int | null`, got `bool`",
+        ),
+        (
+            b'{"command": "restart", "worker": 1, "rolling": true}\n',
+            'bad restart request: give either "worker" or "rolling": true',
+        ),
+        (
+            b'{"command": "restart", "worker": -1}\n',
+            "bad restart request: worker: Expected `int` >= 0",
         ),
         (
             b'{"command": "status", "verbose": true}\n',

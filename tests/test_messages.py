@@ -25,14 +25,17 @@ from protocol.messages import (
     Request,
     RestGateReport,
     RouteReport,
+    Session,
     ShardDisconnect,
     ShardHandled,
     ShardHealth,
     ShardReady,
+    ShardTake,
     StateChanged,
     StateFetch,
     StateSync,
     StateUpdate,
+    WorkerStandby,
 )
 
 GUILD = 81_384_788_765_712_384
@@ -61,6 +64,11 @@ SAMPLES: list[Message] = [
     IdentifySent(shard_id=7, sent_at=11.0),
     ShardReady(shard_id=7, session_id="abc", guild_ids=[GUILD, 1]),
     ShardDisconnect(shard_ids=[6, 7], reason="rolling restart", resumable=True),
+    WorkerStandby(),
+    ShardTake(
+        sessions={6: Session("abc", 40, "ws://127.0.0.1:1/gateway", frozenset({43}), 44)},
+        guild_counts={6: 250, 7: 251},
+    ),
     CommandExec(nonce=5, deadline=deadline_in(5), guild_id=GUILD, name="where", payload=[GUILD]),
     CommandBroadcast(nonce=6, deadline=deadline_in(5), name="stats"),
     StateUpdate(

@@ -70,20 +70,21 @@ class HandledDispatches:
 
     def __init__(self, sessions: dict[int, Session], report: Callable[[list[ShardHandled]], None]):
         self._report = report
-        self._shards: dict[int, HandledSeqs] = {
-            shard_id: HandledSeqs(session.session_id, session.seq, session.handled)
-            for shard_id, session in sessions.items()
-        }
+        self._shards: dict[int, HandledSeqs] = {}
         # Replayed dispatches of the resumed sessions: those handled before are skipped, the
         # others up to what the earlier process received are replays.
-        self._replay: dict[int, tuple[str, frozenset[int], int]] = {
-            shard_id: (session.session_id, session.handled, session.received)
-            for shard_id, session in sessions.items()
-        }
+        self._replay: dict[int, tuple[str, frozenset[int], int]] = {}
         self._changed: set[int] = set()
         self.closed = False  # handing the sessions over: nothing more is handled here
         self._in_flight: set[asyncio.Future[Any]] = set()
         self._loop = asyncio.get_running_loop()
+        self.resume(sessions)
+
+    def resume(self, sessions: dict[int, Session]) -> None:
+        """Shards that resume these sessions, handed over from an earlier process."""
+        for shard_id, session in sessions.items():
+            self._shards[shard_id] = HandledSeqs(session.session_id, session.seq, session.handled)
+            self._replay[shard_id] = (session.session_id, session.handled, session.received)
 
     def runs(self, shard_id: int, session_id: str | None, seq: int) -> bool:
         """Whether listeners run for the dispatch: not once the sessions are being handed over

@@ -1,7 +1,9 @@
 """The shard worker process: hikari for a set of shards, the user's bot, and the master link.
 
 Lifecycle (started by ``child.runtime``): hello with the master, bot code loaded
-(``module:function`` called as ``function(bot, ctx)``), shards started; then it answers
+(``module:function`` called as ``function(bot, ctx)``), shards started (a process started
+beside the running one by a rolling restart first stands by: STANDBY, then its shards when
+SHARD_TAKE hands it their sessions); then it answers
 heartbeats with its health, runs routed commands, and reports each shard's READY and
 disconnects. It stops when the master says so (SHARD_DISCONNECT for all its shards) or the
 link ends. Running the routed commands is ``shard_commands``'s, reporting the shards' health
@@ -19,6 +21,7 @@ import logging
 import multiprocessing.connection
 import os
 import time
+from typing import Any
 
 import hikari
 
@@ -37,7 +40,9 @@ from protocol.messages import (
     ShardDisconnect,
     ShardHandled,
     ShardReady,
+    ShardTake,
     StateChanged,
+    WorkerStandby,
 )
 from worker import shard_hooks
 from worker.context import ShardContext
@@ -109,6 +114,7 @@ class ShardWorker:
         self._start_command = self.commands.start
         self.handled = HandledDispatches(spec.sessions, self._report_handled)
         self._handing_over: asyncio.Task[None] | None = None
+        self._taken: asyncio.Future[ShardTake] = asyncio.get_running_loop().create_future()
 
     async def run(self) -> int:
         spec = self.spec
@@ -116,26 +122,36 @@ class ShardWorker:
         shard_hooks.install(self._wait_for_identify_grant, self._identify_sent)
         shard_hooks.install_one_window()
         shard_hooks.install_dispatch_tracking(self.handled)
-        if spec.sessions:
-            log.info(
-                "resuming sessions: %s",
-                ", ".join(f"shard {i} from seq {s.seq}" for i, s in sorted(spec.sessions.items())),
-            )
-            shard_hooks.install_resume(spec.sessions, bot_user_id(spec.token))
         serving = asyncio.create_task(self._serve())
         lag_probe = asyncio.create_task(self.health.probe_loop_lag())
-        load_watch = asyncio.create_task(self.health.report_guild_loads())
+        load_watch: asyncio.Task[None] | None = None
         # The shared state of our guilds arrives before the bot code runs or a shard connects.
         synced = await self.ctx.state.sync()
         log.info("shared state of %d guilds received", synced)
         setup = load_entry_point(spec.entry_point)(self.bot, self.ctx)
         if inspect.isawaitable(setup):
             await setup
-        # A stop may come while hikari still starts the shards (waiting for grants, or for a
-        # gateway that does not answer, in its reconnect back-off): it must not wait for that.
-        starting = asyncio.create_task(self._start_shards())
         stopped = asyncio.create_task(self.stopping.wait())
+        starting: asyncio.Task[None] | None = None
         try:
+            sessions = spec.sessions
+            if spec.standby:
+                take = await self._stand_by(stopped)
+                if take is None:
+                    return 0  # stopped before it took the shards
+                sessions = take.sessions
+                self.handled.resume(sessions)
+                self.health.resume(sessions, take.guild_counts)
+            if sessions:
+                log.info(
+                    "resuming sessions: %s",
+                    ", ".join(f"shard {i} from seq {s.seq}" for i, s in sorted(sessions.items())),
+                )
+                shard_hooks.install_resume(sessions, bot_user_id(spec.token))
+            load_watch = asyncio.create_task(self.health.report_guild_loads())
+            # A stop may come while hikari still starts the shards (waiting for grants, or for
+            # a gateway that does not answer, in its reconnect back-off): it must not wait.
+            starting = asyncio.create_task(self._start_shards())
             await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
             if starting.done():
                 starting.result()  # hikari's start failed: its error ends the worker
@@ -143,16 +159,26 @@ class ShardWorker:
         finally:
             stopped.cancel()
             lag_probe.cancel()
-            load_watch.cancel()
+            if load_watch is not None:
+                load_watch.cancel()
             # The bot first, while the link still serves: a shard waiting for its identify
             # grant is cancelled by the close, rather than failed by the link's end.
             with contextlib.suppress(TimeoutError, hikari.ComponentStateConflictError):
                 async with asyncio.timeout(CLOSE_TIMEOUT):
                     await self.bot.close()  # not started yet, it has nothing to close
-            starting.cancel()  # ended by the close, unless it had not begun
+            if starting is not None:
+                starting.cancel()  # ended by the close, unless it had not begun
             serving.cancel()
             self.link.connection.close()
         return 0
+
+    async def _stand_by(self, stopped: asyncio.Task[bool]) -> ShardTake | None:
+        """Tell the master the bot code is loaded; wait for the shards (None: told to stop)."""
+        self.link.send(WorkerStandby())
+        log.info("bot code loaded; standing by for shards %s", list(self.spec.shard_ids))
+        waits: set[asyncio.Future[Any]] = {self._taken, stopped}
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        return self._taken.result() if self._taken.done() else None
 
     async def _start_shards(self) -> None:
         spec = self.spec
@@ -278,6 +304,11 @@ class ShardWorker:
             self.commands.broadcast(message)
         elif isinstance(message, StateChanged | GuildSync):
             self.ctx.state.apply(message)
+        elif isinstance(message, ShardTake):
+            if self.spec.standby and not self._taken.done():
+                self._taken.set_result(message)
+            else:
+                log.warning("SHARD_TAKE for a worker not on standby ignored")
         elif isinstance(message, ShardDisconnect):
             log.info("master asks to disconnect shards %s: %s", message.shard_ids, message.reason)
             if not message.resumable:

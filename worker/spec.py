@@ -9,17 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from protocol.liveness import Liveness
+from protocol.messages import Session
 
-
-@dataclass(frozen=True, slots=True)
-class Session:
-    """What a shard needs to RESUME a gateway session, as hikari keeps it."""
-
-    session_id: str
-    seq: int  # where the RESUME starts: Discord replays every dispatch after it
-    resume_url: str
-    handled: frozenset[int] = frozenset()  # replayed dispatches bot code already handled
-    received: int = 0  # the last seq the earlier process received: replays run up to it
+__all__ = ["ComputeSpec", "Session", "WorkerSpec"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +29,9 @@ class WorkerSpec:
     user_cache: int  # users whose shared data a worker keeps, the least recently read dropped
     liveness: Liveness  # kept fresh every liveness_period: a busy loop is not a hung process
     liveness_period: float
+    # Started beside the worker's running process (a rolling restart): it loads the bot code,
+    # says STANDBY and starts its shards only when SHARD_TAKE hands it the sessions.
+    standby: bool = False
     # Sessions of shards handed over from the worker's previous process: they RESUME.
     sessions: dict[int, Session] = field(default_factory=dict)
     guild_counts: dict[int, int] = field(default_factory=dict)  # of those shards, as last known
