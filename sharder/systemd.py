@@ -1,10 +1,11 @@
-"""The systemd notify protocol (``sd_notify``): READY, STATUS, WATCHDOG and STOPPING.
+"""The systemd notify protocol (``sd_notify``): READY, STATUS, WATCHDOG, RELOADING and STOPPING.
 
 A datagram of ``KEY=value`` lines to the socket in ``NOTIFY_SOCKET`` (a path, or an abstract
 name written with a leading ``@``). Without ``NOTIFY_SOCKET`` every call does nothing, so the
 master runs the same under systemd, in a terminal and in tests. ``WATCHDOG_USEC`` (set with
 ``WatchdogSec=``) asks for a ping at least that often; the supervisor pings from its own loop,
-so a blocked loop stops the pings and systemd restarts the service.
+so a blocked loop stops the pings and systemd restarts the service. A rolling restart (SIGHUP,
+the unit's ``ExecReload``) is a reload: RELOADING while it runs, READY again when it ends.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 
 from sharder.status import SharderStatus
 
@@ -48,6 +50,11 @@ class Notifier:
     def watchdog(self) -> bool:
         return self._send("WATCHDOG=1")
 
+    def reloading(self, status: str) -> bool:
+        # MONOTONIC_USEC: which reload this is, as sd_notify(3) asks of a reloading service.
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        return self._send(f"RELOADING=1\nMONOTONIC_USEC={usec}\nSTATUS={status}")
+
     def stopping(self, status: str) -> bool:
         return self._send(f"STOPPING=1\nSTATUS={status}")
 
@@ -70,11 +77,13 @@ class Notifier:
 
 class ServiceReporter:
     """What the supervisor tells systemd: READY once every shard is, STATUS as it changes,
-    WATCHDOG from the supervisor's loop (at most every ``watchdog_interval``)."""
+    WATCHDOG from the supervisor's loop (at most every ``watchdog_interval``), RELOADING while a
+    rolling restart runs and READY again once it ended."""
 
     def __init__(self, notifier: Notifier) -> None:
         self.notifier = notifier
         self._ready_sent = False
+        self._reloading = False
         self._status_sent = ""
         self._next_watchdog = 0.0
 
@@ -84,18 +93,30 @@ class ServiceReporter:
             f"{ready}/{status.shard_count} shards ready, "
             f"{sum(w.state == 'ready' for w in status.workers)}/{len(status.workers)} workers ready"
         )
+        roll = status.roll if status.roll is not None and status.roll.state == "rolling" else None
+        if roll is not None:
+            line = f"rolling restart {len(roll.replaced)}/{roll.workers}: {line}"
         # A message that could not go out (systemd's queue full) is sent again next pass: a
         # lost READY would have systemd give up on the start.
-        if not self._ready_sent and ready == status.shard_count:
-            self._ready_sent = self.notifier.ready(line)
-            if self._ready_sent:
-                self._status_sent = line
-        elif line != self._status_sent and self.notifier.status(line):
-            self._status_sent = line
+        if not self._ready_sent:
+            if ready == status.shard_count:
+                self._ready_sent = self._sent(self.notifier.ready, line)
+        elif roll is not None and not self._reloading:
+            self._reloading = self._sent(self.notifier.reloading, line)
+        elif roll is None and self._reloading:
+            self._reloading = not self._sent(self.notifier.ready, line)
+        if line != self._status_sent:
+            self._sent(self.notifier.status, line)
         interval = self.notifier.watchdog_interval
         if interval is not None and now >= self._next_watchdog:
             self.notifier.watchdog()
             self._next_watchdog = now + interval
+
+    def _sent(self, send: Callable[[str], bool], line: str) -> bool:
+        if not send(line):
+            return False
+        self._status_sent = line
+        return True
 
     def next_watchdog(self) -> float | None:
         """When the loop must wake for the next watchdog ping, if systemd wants them."""

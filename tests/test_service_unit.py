@@ -26,6 +26,7 @@ def test_the_unit_runs_the_master_as_a_notify_service_with_a_watchdog(tmp_path: 
     assert service["User"] == "sharder"
     assert service["ExecStart"].startswith(f"{ROOT}/.venv/bin/python -m sharder start")
     assert "--no-status" in service["ExecStart"]
+    assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"  # a rolling restart
     if shutil.which("systemd-analyze"):
         path = tmp_path / "sharder.service"
         path.write_text(text)

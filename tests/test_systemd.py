@@ -1,6 +1,6 @@
 """The systemd notify protocol: unit tests of the notifier, and the master under a
 ``NOTIFY_SOCKET`` the test owns (READY once every shard is, STATUS, WATCHDOG from the
-supervisor loop only, STOPPING)."""
+supervisor loop only, RELOADING and READY around a rolling restart, STOPPING)."""
 
 from __future__ import annotations
 
@@ -130,6 +130,23 @@ async def test_the_master_reports_ready_status_watchdog_and_stopping(
         assert any(m.startswith("STATUS=0/4 shards ready") for m in seen)  # before READY
         assert seen.index(ready[0]) > 0
         assert seen.count("WATCHDOG=1") >= 3
+
+        # SIGHUP (the unit's ExecReload) is a rolling restart: RELOADING, then READY again.
+        seen = []
+        reading = asyncio.create_task(keep_reading(receiver, seen))
+        try:
+            run.process.send_signal(signal.SIGHUP)
+            await run.wait_until(lambda s: s["roll"] is not None and s["roll"]["state"] == "done")
+            await asyncio.sleep(0.5)
+        finally:
+            reading.cancel()
+        seen.extend(drain(receiver))
+        reloads = [m for m in seen if m.startswith("RELOADING=1")]
+        assert len(reloads) == 1 and "\nMONOTONIC_USEC=" in reloads[0]
+        assert "STATUS=rolling restart 0/2: " in reloads[0]
+        again = [m for m in seen if m.startswith("READY=1")]
+        assert again == ["READY=1\nSTATUS=4/4 shards ready, 2/2 workers ready"]
+        assert seen.index(again[0]) > seen.index(reloads[0])
 
         # A blocked supervisor loop (here: the whole master stopped) sends no watchdog pings.
         run.process.send_signal(signal.SIGSTOP)
