@@ -285,16 +285,15 @@ def follow_roll(path: Path) -> int:
         if roll is None:
             print("sharder: the master shows no rolling restart", file=sys.stderr)
             return 1
+        if roll.state == "done":
+            print(roll.line())
+            return 0
         if roll.state != "rolling":
-            if roll.state == "done":
-                print(f"rolling restart done: {roll.workers} workers in {roll.took_s:.1f} s")
-                return 0
-            print(f"sharder: rolling restart {roll.state}: {roll.reason}", file=sys.stderr)
+            print(f"sharder: {roll.line()}", file=sys.stderr)
             return 1
-        step = (roll.worker, roll.phase)
-        if step != shown and roll.worker is not None:
-            print(f"worker {roll.worker}: {roll.phase} ({len(roll.replaced)}/{roll.workers} done)")
-            shown = step
+        if roll.line() != shown:
+            shown = roll.line()
+            print(shown)
         time.sleep(ROLL_POLL)
 
 

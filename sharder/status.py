@@ -93,6 +93,16 @@ class RollStatus(msgspec.Struct, kw_only=True):
     reason: str | None = None  # why it failed or was cancelled
     took_s: float | None = None  # start to end, once ended
 
+    def line(self) -> str:
+        """Where it is, or how it ended, in one line."""
+        if self.state == "rolling":
+            where = f": worker {self.worker} {self.phase}" if self.worker is not None else ""
+            return f"rolling restart{where} ({len(self.replaced)}/{self.workers} replaced)"
+        took = f" in {self.took_s:.1f} s" if self.took_s is not None else ""
+        if self.state == "done":
+            return f"rolling restart done: {self.workers} workers{took}"
+        return f"rolling restart {self.state}: {self.reason} ({len(self.replaced)} replaced{took})"
+
 
 class SharderStatus(msgspec.Struct, kw_only=True):
     pid: int

@@ -14,6 +14,7 @@ from sharder.display import StatusDisplay, shard_ranges, status_table
 from sharder.status import (
     ComputePoolStatus,
     ComputeStatus,
+    RollStatus,
     SharderStatus,
     ShardStatus,
     WorkerStatus,
@@ -172,6 +173,23 @@ def test_status_table_shows_the_compute_pool() -> None:
     assert table_rows(text, title) == [
         ["0", "6000", "ready", "jumbo", "41", "1", "60", COMPUTE_EXIT],
     ]
+
+
+def test_status_table_shows_where_a_rolling_restart_is_and_how_it_ended() -> None:
+    status = make_status()
+    assert "rolling restart" not in render(status)
+    status.roll = RollStatus(
+        state="rolling", workers=2, replaced=[0], worker=1, phase="handing_over"
+    )
+    assert "rolling restart: worker 1 handing_over (1/2 replaced)" in render(status)
+    status.roll = RollStatus(
+        state="failed", workers=2, replaced=[0], reason="worker 1's new process exited", took_s=4.2
+    )
+    assert "rolling restart failed: worker 1's new process exited (1 replaced in 4.2 s)" in (
+        render(status)
+    )
+    status.roll = RollStatus(state="done", workers=2, replaced=[0, 1], took_s=6.0)
+    assert "rolling restart done: 2 workers in 6.0 s" in render(status)
 
 
 def test_header_has_no_simulated_marker_against_discord() -> None:

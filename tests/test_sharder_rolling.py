@@ -63,7 +63,7 @@ async def test_a_rolling_restart_under_traffic_loses_nothing_answers_once_identi
         assert roll.returncode == 0, roll.stderr
         assert "rolling restart done: 4 workers" in roll.stdout
         for worker in range(WORKERS):
-            assert f"worker {worker}: loading" in roll.stdout
+            assert f"rolling restart: worker {worker} loading" in roll.stdout
 
         status = await run.wait_ready()
         assert status["roll"]["state"] == "done"
