@@ -37,6 +37,7 @@ bench: install
 	$(BIN)/python scripts/bench_scale.py
 	$(BIN)/python scripts/bench_hostile.py
 	$(BIN)/python scripts/bench_chaos.py
+	$(BIN)/python scripts/bench_rolling.py
 
 lint: install
 	$(BIN)/ruff check .
