@@ -201,11 +201,30 @@ class WorkerStandby(Message, tag="STANDBY"):
 
 
 class ShardTake(Message, tag="SHARD_TAKE"):
-    """Master -> worker on standby: the worker's earlier process is gone; start the shards,
-    resuming these sessions (the others identify)."""
+    """Master -> worker: start shards, resuming these sessions (the others identify).
 
+    To a worker on standby: its earlier process is gone, its shards are its own now. To a
+    running worker: start ``shard_ids`` too (moved to it from another worker).
+    """
+
+    shard_ids: list[ShardId] = []
     sessions: dict[ShardId, Session] = {}
     guild_counts: dict[ShardId, int] = {}  # of those shards, as last known
+
+
+class ShardRelease(Message, tag="SHARD_RELEASE"):
+    """Master -> worker: stop these shards without ending their sessions (they move to another
+    worker); answered by a ``SHARD_RELEASED`` for each."""
+
+    shard_ids: list[ShardId]
+
+
+class ShardReleased(Message, tag="SHARD_RELEASED"):
+    """Worker -> master: a shard is stopped, its handlers done and reported (``HANDLED``
+    before this); its session as it stands, for the next owner to resume."""
+
+    shard_id: ShardId
+    session: Session | None = None
 
 
 class ShardDisconnect(Message, tag="SHARD_DISCONNECT"):
@@ -363,6 +382,8 @@ AnyMessage = (
     | HandledReport
     | WorkerStandby
     | ShardTake
+    | ShardRelease
+    | ShardReleased
 )
 
 CATALOGUE: dict[str, type[Message]] = {

@@ -31,7 +31,8 @@ def contiguous_assignment(shard_count: int, owner_count: int) -> dict[int, int]:
 
 
 class RoutingTable:
-    """Maps every shard to the owner (worker id) that serves it; fixed at start-up."""
+    """Maps every shard to the owner (worker id) that serves it; a shard changes owner only
+    when it is moved (``move``)."""
 
     def __init__(self, shard_count: int, assignment: Mapping[int, int]) -> None:
         missing = set(range(shard_count)) - assignment.keys()
@@ -42,7 +43,7 @@ class RoutingTable:
                 f"(missing {sorted(missing)}, unexpected {sorted(extra)})"
             )
         self.shard_count = shard_count
-        self._owners = tuple(assignment[shard] for shard in range(shard_count))
+        self._owners = [assignment[shard] for shard in range(shard_count)]
 
     @classmethod
     def contiguous(cls, shard_count: int, owner_count: int) -> RoutingTable:
@@ -55,6 +56,10 @@ class RoutingTable:
 
     def owner_of_guild(self, guild_id: int) -> int:
         return self._owners[shard_for_guild(guild_id, self.shard_count)]
+
+    def move(self, shard_id: int, owner: int) -> None:
+        self.owner_of_shard(shard_id)  # KeyError for a shard outside the table
+        self._owners[shard_id] = owner
 
     def shards_of(self, owner: int) -> list[int]:
         return [shard for shard, who in enumerate(self._owners) if who == owner]

@@ -4,11 +4,12 @@
     python -m sharder status [--json]
     python -m sharder stop
     python -m sharder restart WORKER | --rolling [--no-wait]
+    python -m sharder move SHARD WORKER [--no-wait]
     python -m sharder state get|set SCOPE KEY [FIELD=VALUE ...]
 
-``status``, ``stop``, ``restart`` and ``state`` find the master through its control socket:
-``--socket``, else ``[control].socket`` of ``--config``, else ``sharder.sock`` in the current
-directory.
+``status``, ``stop``, ``restart``, ``move`` and ``state`` find the master through its control
+socket: ``--socket``, else ``[control].socket`` of ``--config``, else ``sharder.sock`` in the
+current directory.
 Bad flags, a bad config file or a missing token exit with code 2 and say what is wrong.
 """
 
@@ -21,7 +22,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -32,12 +33,12 @@ from sharder import config as config_module
 from sharder.config import Config, ConfigError
 from sharder.control import ControlError, call_sync
 from sharder.intents import intent_value
-from sharder.status import SharderStatus
+from sharder.status import MoveStatus, RollStatus, SharderStatus
 
 USAGE_ERROR = 2
 SCOPES = ("guild_config", "member_activity", "permissions", "user_data")
 CONTROL_TIMEOUT = 10.0
-ROLL_POLL = 0.25  # seconds between looks at a rolling restart being followed
+CHANGE_POLL = 0.25  # seconds between looks at a change being followed
 
 
 def parser() -> argparse.ArgumentParser:
@@ -64,6 +65,7 @@ def parser() -> argparse.ArgumentParser:
         ("status", "show the running master's status"),
         ("stop", "stop the running master gracefully"),
         ("restart", "restart one worker of the running master"),
+        ("move", "hand a shard's session to another worker"),
         ("state", "read or change the bot's shared state"),
     ):
         command = commands.add_parser(name, help=help_text)
@@ -78,8 +80,12 @@ def parser() -> argparse.ArgumentParser:
                 action="store_true",
                 help="replace every worker in turn by a process with the bot code imported anew",
             )
+        if name == "move":
+            command.add_argument("shard", type=non_negative_int, help="shard id")
+            command.add_argument("worker", type=non_negative_int, help="worker id")
+        if name in ("restart", "move"):
             command.add_argument(
-                "--no-wait", action="store_true", help="with --rolling: do not follow it"
+                "--no-wait", action="store_true", help="return at once, not following the change"
             )
         if name == "state":
             command.add_argument("action", choices=("get", "set"))
@@ -238,6 +244,8 @@ def control(args: argparse.Namespace, config: Config) -> int:
             request["rolling"] = True
         else:
             request["worker"] = args.worker
+    if args.command == "move":
+        request.update(shard=args.shard, worker=args.worker)
     if args.command == "state":
         request = {"command": f"state_{args.action}", "scope": args.scope, "key": args.key}
         if args.action == "set":
@@ -265,36 +273,39 @@ def control(args: argparse.Namespace, config: Config) -> int:
     else:
         print(answer.get("message", "ok"))
         if args.command == "restart" and args.rolling and not args.no_wait:
-            return follow_roll(path)
+            return follow(path, lambda status: status.roll)
+        if args.command == "move" and not args.no_wait:
+            return follow(path, lambda status: status.move)
     return 0
 
 
-def follow_roll(path: Path) -> int:
-    """Print a rolling restart's steps as the status shows them, until it ends; 0 if done."""
+def follow(path: Path, change_of: Callable[[SharderStatus], RollStatus | MoveStatus | None]) -> int:
+    """Print a change's steps (a rolling restart, a move) as the status shows them, until it
+    ends; 0 if it is done."""
     shown = None
     while True:
         try:
             answer = call_sync(path, {"command": "status"}, CONTROL_TIMEOUT)
         except (ControlError, TimeoutError) as error:
-            print(f"sharder: lost the master while following the roll: {error}", file=sys.stderr)
+            print(f"sharder: lost the master while following: {error}", file=sys.stderr)
             return 1
         if not answer.get("ok"):
             print(f"sharder: {answer.get('error', 'the master refused')}", file=sys.stderr)
             return 1
-        roll = msgspec.convert(answer["status"], SharderStatus).roll
-        if roll is None:
-            print("sharder: the master shows no rolling restart", file=sys.stderr)
+        change = change_of(msgspec.convert(answer["status"], SharderStatus))
+        if change is None:
+            print("sharder: the master shows no such change", file=sys.stderr)
             return 1
-        if roll.state == "done":
-            print(roll.line())
+        if change.state == "done":
+            print(change.line())
             return 0
-        if roll.state != "rolling":
-            print(f"sharder: {roll.line()}", file=sys.stderr)
+        if change.state in ("failed", "cancelled"):
+            print(f"sharder: {change.line()}", file=sys.stderr)
             return 1
-        if roll.line() != shown:
-            shown = roll.line()
+        if change.line() != shown:
+            shown = change.line()
             print(shown)
-        time.sleep(ROLL_POLL)
+        time.sleep(CHANGE_POLL)
 
 
 def parse_fields(pairs: list[str]) -> dict[str, Any]:

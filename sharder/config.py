@@ -48,6 +48,13 @@ class DiscordSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class ShardingSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     shards: Count = 1
     workers: Count = 1
+    # Move shards on their own when a worker carries far more than the average: by guilds, or
+    # by events per second; never more than one move at a time.
+    rebalance: Literal["off", "guilds", "events"] = "off"
+    # "Far more": the busiest worker's load past this times the average ...
+    rebalance_threshold: Annotated[float, msgspec.Meta(gt=1.0, le=100.0)] = 1.5
+    # ... for this long without a break (and as long again after every move).
+    rebalance_after: Positive = 300.0
 
 
 class SupervisorSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -68,8 +75,9 @@ class SupervisorSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     # not yet handled when the process died are replayed rather than lost.
     replay_margin: Annotated[float, msgspec.Meta(ge=0, le=25)] = 2.0
     # A rolling restart stops where a worker's new process is not loaded, or its shards not
-    # all ready, this long after the step began; the old processes keep serving.
-    roll_step_timeout: Positive = 120.0
+    # all ready, this long after the step began (the old processes keep serving); a shard move
+    # where the shard is not released, or not ready on its new worker, as long.
+    change_step_timeout: Positive = 120.0
 
 
 class ComputeSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -15,6 +15,7 @@ import msgspec
 from protocol.messages import StateScope
 from sharder.control_requests import (
     BadRequest,
+    MoveRequest,
     RestartRequest,
     StateGetRequest,
     StateSetRequest,
@@ -47,6 +48,8 @@ class ControlHandler(Protocol):
 
     def rolling_restart(self) -> str: ...
 
+    def move_shard(self, shard_id: int, worker_id: int) -> str: ...
+
     def state_get(self, scope: StateScope, key: str) -> Any: ...
 
     async def state_set(self, scope: StateScope, key: str, fields: dict[str, Any]) -> int: ...
@@ -74,6 +77,8 @@ async def answer(handler: ControlHandler, line: bytes, timeout: float) -> dict[s
                     if worker is None:  # rolling: every worker in turn
                         return {"ok": True, "message": handler.rolling_restart()}
                     return {"ok": True, "message": await handler.restart(worker)}
+                case MoveRequest(shard=shard, worker=worker):
+                    return {"ok": True, "message": handler.move_shard(shard, worker)}
                 case StateGetRequest(scope=scope, key=key):
                     return {"ok": True, "value": handler.state_get(scope, key)}
                 case StateSetRequest(scope=scope, key=key, fields=fields):

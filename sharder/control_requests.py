@@ -7,6 +7,8 @@ Each connection carries one request line and one answer line, both JSON objects:
 - ``{"command": "restart", "worker": 3}`` -> ``{"ok": true, "message": "..."}``
 - ``{"command": "restart", "rolling": true}`` -> ``{"ok": true, "message": "..."}``: every
   worker in turn; the status's ``roll`` follows it
+- ``{"command": "move", "shard": 5, "worker": 2}`` -> ``{"ok": true, "message": "..."}``: the
+  shard's session handed to the worker; the status's ``move`` follows it
 - ``{"command": "state_get", "scope": "guild_config", "key": "<guild id>"}`` ->
   ``{"ok": true, "value": <the merged value, null if never written>}``
 - ``{"command": "state_set", "scope": "guild_config", "key": "<guild id>", "fields": {...}}`` ->
@@ -47,6 +49,11 @@ class RestartRequest(Request, tag="restart"):
     rolling: bool = False
 
 
+class MoveRequest(Request, tag="move"):
+    shard: Annotated[int, msgspec.Meta(ge=0)]
+    worker: Annotated[int, msgspec.Meta(ge=0)]
+
+
 class StateGetRequest(Request, tag="state_get"):
     scope: StateScope
     key: str
@@ -58,8 +65,10 @@ class StateSetRequest(Request, tag="state_set"):
     fields: dict[str, Any]
 
 
-AnyRequest = StatusRequest | StopRequest | RestartRequest | StateGetRequest | StateSetRequest
-COMMANDS = ("status", "stop", "restart", "state_get", "state_set")
+AnyRequest = (
+    StatusRequest | StopRequest | RestartRequest | MoveRequest | StateGetRequest | StateSetRequest
+)
+COMMANDS = ("status", "stop", "restart", "move", "state_get", "state_set")
 
 
 class BadRequest(Exception):

@@ -188,9 +188,10 @@ def _shard_state_counts(shards: list[ShardStatus]) -> Text:
 def status_table(status: SharderStatus) -> RenderableType:
     """The whole status: header line, workers, compute pool and shards (compact above 32)."""
     parts: list[RenderableType] = [_header(status), _workers_table(status.workers)]
-    if status.roll is not None:
-        style = "bold red" if status.roll.state in ("failed", "cancelled") else "bold"
-        parts.insert(1, Text(status.roll.line(), style=style))
+    for change in (status.move, status.roll):
+        if change is not None:
+            style = "bold red" if change.state in ("failed", "cancelled") else "bold"
+            parts.insert(1, Text(change.line(), style=style))
     if status.compute:
         parts.append(_compute_table(status.compute, status.compute_pool))
     if len(status.shards) <= COMPACT_SHARDS:
@@ -252,7 +253,7 @@ class StatusDisplay:
         self._seen_state: str | None = None
         self._seen_workers: dict[int, tuple[str, int]] = {}  # id -> (state, restarts)
         self._seen_ready: set[int] = set()
-        self._seen_roll: str | None = None
+        self._seen_changes: list[str] = []
         self._last_summary: str | None = None
         self._next_summary_at = 0.0
 
@@ -314,10 +315,9 @@ class StatusDisplay:
         if ready != self._seen_ready:
             lines.append(_ready_change(status, self._seen_ready, ready))
         self._seen_ready = ready
-        roll = status.roll.line() if status.roll is not None else None
-        if roll != self._seen_roll and roll is not None:
-            lines.append(roll)
-        self._seen_roll = roll
+        changes = [change.line() for change in (status.roll, status.move) if change is not None]
+        lines.extend(line for line in changes if line not in self._seen_changes)
+        self._seen_changes = changes
         now = self._clock()
         if now >= self._next_summary_at:
             self._next_summary_at = now + self._summary_interval

@@ -54,6 +54,9 @@ class Master:
     def rolling_restart(self) -> str:
         return self.supervisor.rolling_restart()
 
+    def move_shard(self, shard_id: int, worker_id: int) -> str:
+        return self.supervisor.move_shard(shard_id, worker_id)
+
     def state_get(self, scope: StateScope, key: str) -> Any:
         return self._state().value(scope, key)
 

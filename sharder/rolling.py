@@ -11,7 +11,7 @@ One worker at a time, each step in three phases, moved on by the supervisor's ev
                    handled twice); the step ends when they are all ready
 
 A step that goes wrong stops the roll: a standby that exits or does not load within
-``roll_step_timeout`` (broken new code) is dropped, and that worker and all after it keep their
+``change_step_timeout`` (broken new code) is dropped, and that worker and all after it keep their
 running processes; a worker whose shards are not all ready in time stays as it is. The roll's
 status says which worker, which phase, and why.
 """

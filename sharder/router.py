@@ -41,6 +41,7 @@ from protocol.messages import (
     ShardDisconnect,
     ShardOutcome,
     ShardReady,
+    ShardReleased,
     StateFetch,
     StateSync,
     StateUpdate,
@@ -64,6 +65,7 @@ class WorkerReports(Protocol):
     def on_identify_request(self, handle: WorkerHandle, request: IdentifyRequest) -> None: ...
     def on_identify_sent(self, handle: WorkerHandle, sent: IdentifySent) -> None: ...
     def on_standby(self, handle: WorkerHandle, standby: WorkerStandby) -> None: ...
+    def on_shard_released(self, handle: WorkerHandle, released: ShardReleased) -> None: ...
 
 
 @dataclass(slots=True)
@@ -165,6 +167,8 @@ class Router:
             self.state.on_fetch(handle, message)
         elif isinstance(message, WorkerStandby):
             self.reports.on_standby(handle, message)
+        elif isinstance(message, ShardReleased):
+            self.reports.on_shard_released(handle, message)
         else:
             kind = type(message).__struct_config__.tag
             log.warning("worker %d sent %s, which the master does not take", handle.id, kind)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from protocol import Connection, RoutingTable
 from protocol.messages import (
@@ -23,6 +23,8 @@ from protocol.messages import (
     ShardDisconnect,
     ShardHealth,
     ShardReady,
+    ShardRelease,
+    ShardReleased,
     ShardState,
     ShardTake,
     WorkerStandby,
@@ -70,6 +72,7 @@ class ShardWorkers(ChildKind[WorkerHandle]):
         self.rest_gate = rest_gate
         self.on_heartbeat_ack = on_heartbeat_ack
         self.wake = wake
+        self.state = state
         self.router = Router(table, by_id, self, state, pool)
 
     # -- as a kind of child ----------------------------------------------------------------------
@@ -106,11 +109,38 @@ class ShardWorkers(ChildKind[WorkerHandle]):
         label = f"standby-{handle.id}" if standby else f"worker-{handle.id}"
         return (self.child_start("worker.shard_worker:serve", label), spec)
 
-    def _sessions(self, handle: WorkerHandle) -> dict[int, Session]:
+    def _sessions(
+        self, handle: WorkerHandle, shard_ids: Collection[int] | None = None
+    ) -> dict[int, Session]:
         supervisor = self.config.supervisor
         if not supervisor.resume_sessions:
             return {}
-        return handle.sessions_to_resume(supervisor.replay_margin)
+        return handle.sessions_to_resume(supervisor.replay_margin, shard_ids)
+
+    # -- shards moving between workers (``moves``) ---------------------------------------------
+
+    def release(self, handle: WorkerHandle, shard_id: int) -> None:
+        """Ask the worker to stop the shard, keeping its session (SHARD_RELEASED answers)."""
+        assert handle.connection is not None
+        handle.connection.send_batch_nowait([ShardRelease(shard_ids=[shard_id])])
+
+    def reassign(self, source: WorkerHandle, target: WorkerHandle, shard_id: int) -> None:
+        """The shard serves from ``target`` from now on: routes, session and handled record
+        move over; the target gets the state of the shard's guilds, then SHARD_TAKE."""
+        self.router.table.move(shard_id, target.id)
+        source.released.discard(shard_id)
+        source.hand_shard_to(target, shard_id)
+        self.identify.forget(shard_id)
+        guilds = target.guild_counts.get(shard_id, 0)
+        target.set_shard_state(
+            shard_id, ShardHealth(shard_id=shard_id, state="resuming", guilds=guilds)
+        )
+        take = ShardTake(
+            shard_ids=[shard_id],
+            sessions=self._sessions(target, [shard_id]),
+            guild_counts={shard_id: guilds} if guilds else {},
+        )
+        self.state.sync_shard(target, shard_id, then=take)
 
     def connected(self, handle: WorkerHandle, connection: Connection) -> None:
         handle.transition("starting")
@@ -169,6 +199,25 @@ class ShardWorkers(ChildKind[WorkerHandle]):
             return
         log.info("%s loaded the bot code (%.1f s)", handle, time.monotonic() - handle.spawned_at)
         handle.standing_by = True
+        self.wake()
+
+    def on_shard_released(self, handle: WorkerHandle, released: ShardReleased) -> None:
+        shard_id, session = released.shard_id, released.session
+        if shard_id not in handle.shard_ids:
+            log.warning("worker %d released shard %d, which is not its own", handle.id, shard_id)
+            return
+        log.info("shard %d released by worker %d", shard_id, handle.id)
+        if session is not None:  # where the next owner resumes it: the latest there is
+            handle.remember_session(
+                ShardHealth(
+                    shard_id=shard_id,
+                    state="resuming",
+                    session_id=session.session_id,
+                    seq=session.seq,
+                    resume_url=session.resume_url,
+                )
+            )
+        handle.released.add(shard_id)
         self.wake()
 
     def on_shard_ready(self, handle: WorkerHandle, ready: ShardReady) -> None:

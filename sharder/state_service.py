@@ -14,15 +14,16 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
 
-from protocol import ProtocolError, RoutingTable
+from protocol import ProtocolError, RoutingTable, shard_for_guild
 from protocol.merge import Clock, LwwMap
 from protocol.messages import (
     GuildSync,
+    Message,
     ReplyError,
     ReplyOk,
     StateChanged,
@@ -61,11 +62,24 @@ class StateService:
 
     def on_sync(self, handle: WorkerHandle, request: StateSync) -> None:
         """Send the worker everything its shards hold, then answer the request."""
+        syncs = self._guild_syncs(lambda guild_id: self.table.owner_of_guild(guild_id) == handle.id)
+        answer = ReplyOk(nonce=request.nonce, payload={"guilds": len({s.guild_id for s in syncs})})
+        self._send_in_order(handle, [*syncs, answer])
+
+    def sync_shard(self, handle: WorkerHandle, shard_id: int, then: Message) -> None:
+        """Send the worker everything one shard's guilds hold (the shard moved to it), then
+        ``then``, in that order."""
+        count = self.table.shard_count
+        syncs = self._guild_syncs(lambda guild_id: shard_for_guild(guild_id, count) == shard_id)
+        self._send_in_order(handle, [*syncs, then])
+
+    def _guild_syncs(self, wanted: Callable[[int], bool]) -> list[GuildSync]:
+        """The state of the guilds ``wanted`` names, in chunks of about ``SYNC_CHUNK_BYTES``."""
         per_guild: defaultdict[int, list[GuildSync]] = defaultdict(list)
         sizes: dict[int, int] = {}
         for (scope, key), entry in self.store.entries.items():
             guild_id = guild_of(scope, key)
-            if guild_id is None or self.table.owner_of_guild(guild_id) != handle.id:
+            if guild_id is None or not wanted(guild_id):
                 continue
             data = encode_state(entry.state)
             chunks = per_guild[guild_id]
@@ -77,8 +91,9 @@ class StateService:
             chunk.state[f"{scope}:{key}"] = [entry.version, data]
             chunk.version = max(chunk.version, entry.version)
             sizes[guild_id] += size
-        messages: list[Any] = [chunk for chunks in per_guild.values() for chunk in chunks]
-        messages.append(ReplyOk(nonce=request.nonce, payload={"guilds": len(per_guild)}))
+        return [chunk for chunks in per_guild.values() for chunk in chunks]
+
+    def _send_in_order(self, handle: WorkerHandle, messages: list[Any]) -> None:
         task = asyncio.get_running_loop().create_task(self._send_paced(handle, messages))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -104,6 +104,34 @@ class RollStatus(msgspec.Struct, kw_only=True):
         return f"rolling restart {self.state}: {self.reason} ({len(self.replaced)} replaced{took})"
 
 
+MovePhase = Literal["releasing", "resuming"]
+MoveState = Literal["moving", "done", "failed"]
+
+
+class MoveStatus(msgspec.Struct, kw_only=True):
+    """The last shard move (``moves``): where it is, or how it ended."""
+
+    shard: int
+    source: int
+    target: int
+    state: MoveState
+    why: str = "requested"  # or what the rebalancer saw
+    phase: MovePhase | None = None  # while it moves
+    reason: str | None = None  # why it failed
+    took_s: float | None = None  # start to end, once ended
+
+    def line(self) -> str:
+        what = f"shard {self.shard} from worker {self.source} to worker {self.target}"
+        if self.why != "requested":
+            what += f" ({self.why})"
+        if self.state == "moving":
+            return f"moving {what}: {self.phase}"
+        took = f" in {self.took_s:.1f} s" if self.took_s is not None else ""
+        if self.state == "done":
+            return f"moved {what}{took}"
+        return f"moving {what} failed{took}: {self.reason}"
+
+
 class SharderStatus(msgspec.Struct, kw_only=True):
     pid: int
     uptime_s: float
@@ -120,6 +148,7 @@ class SharderStatus(msgspec.Struct, kw_only=True):
     workers_connected_s: float | None = None  # from start to every worker's hello
     shards_ready_s: float | None = None  # from start to every shard ready
     roll: RollStatus | None = None  # the last rolling restart, if there was one
+    move: MoveStatus | None = None  # the last shard move, if there was one
 
     @property
     def ready_shards(self) -> int:

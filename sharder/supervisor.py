@@ -34,6 +34,8 @@ from sharder.config import Config
 from sharder.identify import IdentifyGate
 from sharder.kinds import ComputeWorkers, Discord, RestGateChild
 from sharder.lifecycle import ChildHandle
+from sharder.moves import ShardMove
+from sharder.rebalance import Rebalancer
 from sharder.rolling import RollingRestart
 from sharder.shard_workers import ShardWorkers, worker_statuses
 from sharder.state_service import StateService
@@ -98,6 +100,10 @@ class Supervisor:
         self.connected_after: float | None = None
         self.ready_after: float | None = None
         self.roll: RollingRestart | None = None  # the last rolling restart
+        self.move: ShardMove | None = None  # the last shard move
+        self.rebalancer = Rebalancer(
+            sharding.rebalance, sharding.rebalance_threshold, sharding.rebalance_after
+        )
 
     # -- start-up --------------------------------------------------------------------------------
 
@@ -206,6 +212,9 @@ class Supervisor:
         self.children.restart_due(now)
         if self.roll is not None:
             self.roll.advance()
+        if self.move is not None:
+            self.move.advance()
+        self._rebalance(now)
         workers = self.workers.values()
         if self.connected_after is None and all(handle.serving for handle in workers):
             self.connected_after = now - self.started_at
@@ -216,6 +225,24 @@ class Supervisor:
         if self.service.notifier.enabled:
             self.service.report(self.status(), now)
         self.on_tick()
+
+    def _rebalance(self, now: float) -> None:
+        """Start the move the rebalancer proposes, if no change is under way."""
+        if self.shard_workers is None or self._stop_requested or self.state == "stopping":
+            return
+        if any(change is not None and change.active for change in (self.roll, self.move)):
+            return
+        proposal = self.rebalancer.propose(list(self.workers.values()), now)
+        if proposal is not None:
+            self.move = ShardMove(
+                proposal.shard_id,
+                proposal.source,
+                proposal.target,
+                self.children,
+                self.shard_workers,
+                self.config.supervisor.change_step_timeout,
+                f"rebalance: {proposal.why}",
+            )
 
     def _until_next_duty(self) -> float:
         """How long the loop may sleep: until the next heartbeat, watchdog ping or restart."""
@@ -288,13 +315,44 @@ class Supervisor:
             list(self.workers.values()),
             self.children,
             self.shard_workers,
-            supervisor.roll_step_timeout,
+            supervisor.change_step_timeout,
             supervisor.resume_sessions,
         )
         self.wake()
         return f"rolling restart of {len(self.workers)} workers started"
 
+    def move_shard(self, shard_id: int, worker_id: int) -> str:
+        """Move a shard to another worker (``moves``); returns at once, the status follows it."""
+        self._check_can_restart()
+        assert self.shard_workers is not None
+        if not 0 <= shard_id < self.table.shard_count:
+            raise ValueError(f"no shard {shard_id}; shards are 0-{self.table.shard_count - 1}")
+        target = self.workers.get(worker_id)
+        if target is None:
+            raise ValueError(f"no worker {worker_id}; workers are 0-{len(self.workers) - 1}")
+        source = self.workers[self.table.owner_of_shard(shard_id)]
+        if source is target:
+            raise ValueError(f"shard {shard_id} is on worker {worker_id} already")
+        if target.state != "ready":
+            raise ValueError(f"worker {worker_id} is {target.state}; a shard moves to a ready one")
+        if source.process is not None and source.state != "ready":
+            raise ValueError(
+                f"worker {source.id} is {source.state}; wait until it is ready to move its shards"
+            )
+        self.move = ShardMove(
+            shard_id,
+            source,
+            target,
+            self.children,
+            self.shard_workers,
+            self.config.supervisor.change_step_timeout,
+        )
+        self.wake()
+        return f"moving shard {shard_id} from worker {source.id} to worker {worker_id}"
+
     def _check_can_restart(self) -> None:
+        """A change (restart, rolling restart, move) may begin: the sharder runs, and no other
+        change that moves sessions is under way."""
         if self.state == "stopping" or self._stop_requested:
             raise ValueError("the sharder is stopping")
         if self.shard_workers is None:
@@ -303,6 +361,9 @@ class Supervisor:
         if roll is not None and roll.active:
             where = f"worker {roll.step.worker.id}" if roll.step is not None else "starting"
             raise ValueError(f"a rolling restart is running ({where} of {roll.total})")
+        move = self.move
+        if move is not None and move.active:
+            raise ValueError(f"shard {move.shard_id} is being moved ({move.phase})")
 
     async def _shutdown(self) -> None:
         self.state = "stopping"
@@ -355,4 +416,5 @@ class Supervisor:
             compute_pool=self.pool.status(),
             rest_gate=self.rest_gate.status() if self.rest_gate is not None else None,
             roll=self.roll.status() if self.roll is not None else None,
+            move=self.move.status() if self.move is not None else None,
         )

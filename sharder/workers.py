@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Collection
 
 from protocol.liveness import Liveness
 from protocol.messages import (
@@ -110,6 +111,9 @@ class WorkerHandle(ChildHandle):
         }
         self.events_rate = 0.0
         self._last_events: tuple[float, int] | None = None
+        # Each shard's dispatches per second, from the seqs of its last two reports.
+        self.shard_rates: dict[int, float] = {}
+        self._last_seqs: dict[int, tuple[float, str, int]] = {}
         # What the shards need to RESUME, as reported over the last seconds; it outlives the
         # process, so that the next one takes the sessions over.
         self.session_history: dict[int, deque[tuple[float, Session]]] = {}
@@ -118,6 +122,7 @@ class WorkerHandle(ChildHandle):
         self.handled: dict[int, ShardHandled] = {}
         self.spawned_with_sessions = False
         self.standby: StandbyHandle | None = None  # a process started to take its place
+        self.released: set[int] = set()  # shards its process stopped for another worker
 
     def describe(self) -> str:
         """Why this worker cannot take a request, in words for an error reply."""
@@ -132,17 +137,26 @@ class WorkerHandle(ChildHandle):
 
     def record_ack(self, ack: HeartbeatAck) -> None:
         super().record_ack(ack)
+        now = time.monotonic()
         for shard in ack.shards:
             if shard.shard_id in self.shards:
                 self.shards[shard.shard_id] = shard
                 self.remember_session(shard)
-        now = time.monotonic()
+                self._count_rate(shard, now)
         if self._last_events is not None and now > self._last_events[0]:
             then, count = self._last_events
             self.events_rate = max(0.0, (ack.events - count) / (now - then))
         self._last_events = (now, ack.events)
         if self.state == "starting" and self.all_shards_ready():
             self.transition("ready")
+
+    def _count_rate(self, shard: ShardHealth, now: float) -> None:
+        if shard.session_id is None or shard.seq is None:
+            return
+        last = self._last_seqs.get(shard.shard_id)
+        if last is not None and last[1] == shard.session_id and now > last[0]:
+            self.shard_rates[shard.shard_id] = max(0, shard.seq - last[2]) / (now - last[0])
+        self._last_seqs[shard.shard_id] = (now, shard.session_id, shard.seq)
 
     def record_handled(self, report: HandledReport) -> None:
         for shard in report.shards:
@@ -165,7 +179,9 @@ class WorkerHandle(ChildHandle):
         if shard.guilds:
             self.guild_counts[shard.shard_id] = shard.guilds
 
-    def sessions_to_resume(self, margin: float) -> dict[int, Session]:
+    def sessions_to_resume(
+        self, margin: float, shard_ids: Collection[int] | None = None
+    ) -> dict[int, Session]:
         """Each shard's session, from where the next process resumes it.
 
         From the handled-event ledger when it has the session: Discord replays every dispatch
@@ -177,7 +193,7 @@ class WorkerHandle(ChildHandle):
         cutoff = time.monotonic() - margin
         sessions = {}
         for shard_id, history in self.session_history.items():
-            if not history:
+            if not history or (shard_ids is not None and shard_id not in shard_ids):
                 continue
             latest = history[-1][1]
             handled = self.handled.get(shard_id)
@@ -198,6 +214,24 @@ class WorkerHandle(ChildHandle):
             sessions[shard_id] = older[-1] if older else same_session[0][1]
         return sessions
 
+    def hand_shard_to(self, other: WorkerHandle, shard_id: int) -> None:
+        """The shard moved to ``other``: its health, sessions and handled record go with it."""
+        self.shard_ids.remove(shard_id)
+        other.shard_ids.append(shard_id)
+        other.shard_ids.sort()
+        other.shards[shard_id] = self.shards.pop(shard_id)
+        history = self.session_history.pop(shard_id, None)
+        if history is not None:
+            other.session_history[shard_id] = history
+        handled = self.handled.pop(shard_id, None)
+        if handled is not None:
+            other.handled[shard_id] = handled
+        guilds = self.guild_counts.pop(shard_id, None)
+        if guilds is not None:
+            other.guild_counts[shard_id] = guilds
+        self.shard_rates.pop(shard_id, None)  # measured anew where it runs now
+        self._last_seqs.pop(shard_id, None)
+
     def set_shard_state(self, shard_id: int, health: ShardHealth) -> None:
         if shard_id in self.shards:
             self.shards[shard_id] = health
@@ -214,6 +248,8 @@ class WorkerHandle(ChildHandle):
         super().forget_process()
         self._last_events = None
         self.events_rate = 0.0
+        self.shard_rates.clear()
+        self._last_seqs.clear()
         for shard_id in self.shard_ids:
             self.shards[shard_id] = ShardHealth(shard_id=shard_id, state="down")
 

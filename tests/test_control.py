@@ -63,6 +63,7 @@ class FakeHandler:
         self.snapshot = make_status()
         self.stops = 0
         self.restarted: list[int] = []
+        self.moved: list[tuple[int, int]] = []
         self.restart_error: Exception | None = None
         self.restart_hangs = False
         self.on_stop: ControlServer | None = None
@@ -89,6 +90,12 @@ class FakeHandler:
     def rolling_restart(self) -> str:
         self.restarted.extend(range(WORKERS))
         return f"rolling restart of {WORKERS} workers started"
+
+    def move_shard(self, shard_id: int, worker_id: int) -> str:
+        if worker_id >= WORKERS:
+            raise ValueError(f"no worker {worker_id}; workers are 0-{WORKERS - 1}")
+        self.moved.append((shard_id, worker_id))
+        return f"moving shard {shard_id} to worker {worker_id}"
 
     def state_get(self, scope: str, key: str) -> Any:
         return self.state.get((scope, key))
@@ -175,6 +182,15 @@ async def test_status_stop_and_restart_round_trips(
         "message": "rolling restart of 4 workers started",
     }
     assert handler.restarted == [2, 0, 1, 2, 3]
+    assert await call(socket_path, {"command": "move", "shard": 5, "worker": 1}) == {
+        "ok": True,
+        "message": "moving shard 5 to worker 1",
+    }
+    assert await call(socket_path, {"command": "move", "shard": 5, "worker": 9}) == {
+        "ok": False,
+        "error": "no worker 9; workers are 0-3",
+    }
+    assert handler.moved == [(5, 1)]
 
     assert await call(socket_path, {"command": "stop"}) == {"ok": True, "message": "stopping"}
     assert handler.stops == 1
@@ -266,15 +282,17 @@ async def test_close_leaves_a_socket_file_that_is_no_longer_its_own(
         (b"[1, 2]\n", 'a request is a JSON object, e.g. {"command": "status"}'),
         (
             b"{}\n",
-            'request has no "command"; commands are status, stop, restart, state_get, state_set',
+            'request has no "command"; commands are '
+            "status, stop, restart, move, state_get, state_set",
         ),
         (
             b'{"command": "reboot"}\n',
-            'unknown command "reboot"; commands are status, stop, restart, state_get, state_set',
+            'unknown command "reboot"; commands are '
+            "status, stop, restart, move, state_get, state_set",
         ),
         (
             b'{"command": 3}\n',
-            "unknown command 3; commands are status, stop, restart, state_get, state_set",
+            "unknown command 3; commands are status, stop, restart, move, state_get, state_set",
         ),
         (
             b'{"command": "restart"}\n',
@@ -295,6 +313,10 @@ async def test_close_leaves_a_socket_file_that_is_no_longer_its_own(
         (
             b'{"command": "restart", "worker": -1}\n',
             "bad restart request: worker: Expected `int` >= 0",
+        ),
+        (
+            b'{"command": "move", "shard": 1}\n',
+            "bad move request: Object missing required field `worker`",
         ),
         (
             b'{"command": "status", "verbose": true}\n',

@@ -14,6 +14,7 @@ from sharder.display import StatusDisplay, shard_ranges, status_table
 from sharder.status import (
     ComputePoolStatus,
     ComputeStatus,
+    MoveStatus,
     RollStatus,
     SharderStatus,
     ShardStatus,
@@ -190,6 +191,10 @@ def test_status_table_shows_where_a_rolling_restart_is_and_how_it_ended() -> Non
     )
     status.roll = RollStatus(state="done", workers=2, replaced=[0, 1], took_s=6.0)
     assert "rolling restart done: 2 workers in 6.0 s" in render(status)
+    status.move = MoveStatus(shard=3, source=0, target=1, state="moving", phase="releasing")
+    assert "moving shard 3 from worker 0 to worker 1: releasing" in render(status)
+    status.move = MoveStatus(shard=3, source=0, target=1, state="done", took_s=0.4)
+    assert "moved shard 3 from worker 0 to worker 1 in 0.4 s" in render(status)
 
 
 def test_header_has_no_simulated_marker_against_discord() -> None:

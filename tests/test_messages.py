@@ -30,6 +30,8 @@ from protocol.messages import (
     ShardHandled,
     ShardHealth,
     ShardReady,
+    ShardRelease,
+    ShardReleased,
     ShardTake,
     StateChanged,
     StateFetch,
@@ -65,6 +67,8 @@ SAMPLES: list[Message] = [
     ShardReady(shard_id=7, session_id="abc", guild_ids=[GUILD, 1]),
     ShardDisconnect(shard_ids=[6, 7], reason="rolling restart", resumable=True),
     WorkerStandby(),
+    ShardRelease(shard_ids=[6]),
+    ShardReleased(shard_id=6, session=Session("abc", 52, "ws://127.0.0.1:1/gateway")),
     ShardTake(
         sessions={6: Session("abc", 40, "ws://127.0.0.1:1/gateway", frozenset({43}), 44)},
         guild_counts={6: 250, 7: 251},

@@ -90,7 +90,7 @@ async def test_new_code_that_does_not_load_stops_the_roll_and_the_old_processes_
             workers=2,
             guilds=16,
             entry_point="rolled_bot:setup",
-            supervisor=f"roll_step_timeout = {STEP_TIMEOUT}",
+            supervisor=f"change_step_timeout = {STEP_TIMEOUT}",
             environment={"PYTHONPATH": path},
         ) as run:
             status = await run.wait_ready()

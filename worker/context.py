@@ -73,7 +73,7 @@ class ShardContext:
         link: MasterLink,
         *,
         worker_id: int,
-        shard_ids: tuple[int, ...],
+        shard_ids: set[int],
         shard_count: int,
         request_timeout: float,
         compute_timeout: float,
@@ -81,7 +81,6 @@ class ShardContext:
     ) -> None:
         self.bot = bot
         self.worker_id = worker_id
-        self.shard_ids = shard_ids
         self.shard_count = shard_count
         self.request_timeout = request_timeout
         self._link = link
@@ -92,8 +91,13 @@ class ShardContext:
         )
         # CPU work (math, emoji images, the bot's own tasks) on the compute pool.
         self.compute = ComputeClient(link, compute_timeout)
-        self._own_shards = frozenset(shard_ids)
+        self._own_shards = shard_ids  # the worker's set, as shards move in and out
         self.add_handler(PRESENCE_HANDLER, self._cached_presence)
+
+    @property
+    def shard_ids(self) -> tuple[int, ...]:
+        """The shards this worker serves now, in order."""
+        return tuple(sorted(self._own_shards))
 
     def handler(self, name: str) -> Callable[[H], H]:
         """Register the decorated coroutine function as the handler called ``name``."""

@@ -76,20 +76,27 @@ class HandledDispatches:
         self._replay: dict[int, tuple[str, frozenset[int], int]] = {}
         self._changed: set[int] = set()
         self.closed = False  # handing the sessions over: nothing more is handled here
-        self._in_flight: set[asyncio.Future[Any]] = set()
+        self._released: set[int] = set()  # shards moved to another worker: theirs now
+        self._in_flight: dict[asyncio.Future[Any], int] = {}  # listeners running, by shard
         self._loop = asyncio.get_running_loop()
         self.resume(sessions)
 
     def resume(self, sessions: dict[int, Session]) -> None:
         """Shards that resume these sessions, handed over from an earlier process."""
         for shard_id, session in sessions.items():
+            self._released.discard(shard_id)
             self._shards[shard_id] = HandledSeqs(session.session_id, session.seq, session.handled)
             self._replay[shard_id] = (session.session_id, session.handled, session.received)
+
+    def release(self, shard_id: int) -> None:
+        """The shard moves to another worker: what it dispatches from now on is replayed
+        there, and runs no listener here."""
+        self._released.add(shard_id)
 
     def runs(self, shard_id: int, session_id: str | None, seq: int) -> bool:
         """Whether listeners run for the dispatch: not once the sessions are being handed over
         (it is the next process's), nor for a replay of one handled in an earlier process."""
-        if self.closed:
+        if self.closed or shard_id in self._released:
             return False
         replay = self._replay.get(shard_id)
         return replay is None or replay[0] != session_id or seq not in replay[1]
@@ -108,21 +115,23 @@ class HandledDispatches:
             self._handled(shard_id, session_id, seq)
             return
         done = running[0] if len(running) == 1 else asyncio.gather(*running)
-        self._in_flight.add(done)
+        self._in_flight[done] = shard_id
 
         def finished(future: asyncio.Future[Any]) -> None:
-            self._in_flight.discard(future)
+            self._in_flight.pop(future, None)
             # A listener cancelled (the process stopping) did not handle it: it is replayed.
             if not future.cancelled() and future.exception() is None:
                 self._handled(shard_id, session_id, seq)
 
         done.add_done_callback(finished)
 
-    async def drain(self, timeout: float) -> int:
-        """Wait up to ``timeout`` for the listeners running now; how many did not end."""
-        if not self._in_flight:
+    async def drain(self, timeout: float, shard_id: int | None = None) -> int:
+        """Wait up to ``timeout`` for the listeners running now (of one shard, if given); how
+        many did not end."""
+        running = {future for future, shard in self._in_flight.items() if shard_id in (None, shard)}
+        if not running:
             return 0
-        _, pending = await asyncio.wait(set(self._in_flight), timeout=timeout)
+        _, pending = await asyncio.wait(running, timeout=timeout)
         return len(pending)
 
     def _handled(self, shard_id: int, session_id: str, seq: int) -> None:

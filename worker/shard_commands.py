@@ -25,13 +25,13 @@ class ShardCommands:
         self,
         ctx: ShardContext,
         link: MasterLink,
-        shard_ids: tuple[int, ...],
+        shard_ids: set[int],
         shard_count: int,
         stopping: asyncio.Event,
     ) -> None:
         self.ctx = ctx
         self.link = link
-        self.shard_ids = shard_ids
+        self.shard_ids = shard_ids  # the worker's, as shards move in and out
         self.shard_count = shard_count
         self.stopping = stopping  # set when the worker stops: a cancellation is not a timeout
         # Kept: asyncio.get_running_loop() and asyncio.create_task() cost a getpid() system call.
@@ -97,7 +97,7 @@ class ShardCommands:
                 self.ctx.invoke(
                     Invocation(request.name, shard_id, None, request.payload), request.deadline
                 )
-                for shard_id in self.shard_ids
+                for shard_id in sorted(self.shard_ids)
             )
         )
         self._reply(ReplyOk(nonce=request.nonce, payload=outcomes))

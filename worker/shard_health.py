@@ -53,6 +53,12 @@ class WorkerHealth:
         for shard_id, session in sessions.items():
             self._counted[shard_id] = (session.session_id, session.seq)
 
+    def forget(self, shard_id: int) -> None:
+        """The shard moved to another worker."""
+        self.states.pop(shard_id, None)
+        self.guild_counts.pop(shard_id, None)
+        self._counted.pop(shard_id, None)
+
     def ack(self, nonce: int) -> HeartbeatAck:
         """The answer to the master's heartbeat ``nonce`` (0: a report of our own)."""
         shard_count = self.spec.shard_count
@@ -105,7 +111,7 @@ class WorkerHealth:
         # A shard that resumed gets no GUILD_CREATEs: its cache never fills.
         loaded = set(self._counted)
         deadline = time.monotonic() + LOAD_WATCH_LIMIT
-        while len(loaded) < len(self.spec.shard_ids) and time.monotonic() < deadline:
+        while len(loaded) < len(self.states) and time.monotonic() < deadline:
             await asyncio.sleep(LOAD_CHECK_INTERVAL)
             health = self.ack(0)
             newly = {

@@ -43,6 +43,7 @@ from worker.spec import Session
 
 SUPPORTED_HIKARI = "2.7."
 IDENTIFY = 2
+RESUMABLE_CLOSE = 3000  # a close code after which Discord keeps the session resumable
 SESSION_SLOTS = frozenset({"_shard_id", "_session_id", "_seq", "_resume_gateway_url", "_user_id"})
 Acquire = Callable[[int], Awaitable[None]]
 
@@ -74,6 +75,13 @@ def check_hikari() -> None:
         raise UnsupportedHikari("hikari's _connect no longer chooses RESUME by _seq")
     if "_bucket_manager.acquire_bucket(" not in inspect.getsource(RESTClientImpl._request):
         raise UnsupportedHikari("hikari's REST client no longer paces through its bucket manager")
+    if "if self._ws:" not in inspect.getsource(GatewayShardImpl._keep_alive):
+        raise UnsupportedHikari("hikari's shard no longer closes its websocket only if it has one")
+    one_shard = getattr(GatewayBot, "_start_one_shard", None)
+    expected = {"activity", "afk", "idle_since", "status", "large_threshold", "shard_id"}
+    expected |= {"shard_count", "url"}
+    if one_shard is None or not expected <= set(inspect.signature(one_shard).parameters):
+        raise UnsupportedHikari("hikari's GatewayBot._start_one_shard changed")
     start_source = inspect.getsource(GatewayBot.start)
     if "fetch_gateway_bot_info()" not in start_source or ".max_concurrency" not in start_source:
         raise UnsupportedHikari("hikari's start no longer windows shards by the gateway info")
@@ -108,14 +116,20 @@ def session_of(shard: GatewayShardImpl) -> Session | None:
     return Session(shard._session_id, shard._seq, shard._resume_gateway_url)
 
 
+# Sessions that shards resume when they next start, by shard id (``install_resume``).
+_to_resume: dict[int, Session] = {}
+
+
 def install_resume(sessions: dict[int, Session], user_id: int) -> None:
-    """Shards in ``sessions`` RESUME them when they first start."""
+    """Shards in ``sessions`` RESUME them when they next start (again for more sessions)."""
+    _to_resume.update(sessions)
+    if getattr(GatewayShardImpl.start, "resumes", False):
+        return
     check_hikari()
     original = GatewayShardImpl.start
-    pending = dict(sessions)
 
     async def start_resuming(shard: GatewayShardImpl) -> None:
-        session = pending.pop(shard._shard_id, None)
+        session = _to_resume.pop(shard._shard_id, None)
         if session is not None:
             shard._session_id = session.session_id
             shard._seq = session.seq
@@ -123,6 +137,7 @@ def install_resume(sessions: dict[int, Session], user_id: int) -> None:
             shard._user_id = hikari.Snowflake(user_id)
         await original(shard)
 
+    start_resuming.resumes = True  # type: ignore[attr-defined]
     GatewayShardImpl.start = start_resuming  # type: ignore[method-assign,assignment]
 
     # Discord replays the missed events before RESUMED, and hikari parses some of them (guilds,
@@ -136,6 +151,42 @@ def install_resume(sessions: dict[int, Session], user_id: int) -> None:
         return original_user_id(self)
 
     GatewayShardImpl.get_user_id = user_id_while_resuming  # type: ignore[method-assign]
+
+
+async def start_shard(bot: hikari.GatewayBot, shard_id: int, shard_count: int) -> None:
+    """Start one more shard in a running bot (one taken from another worker), as hikari's own
+    ``start`` starts each, with its defaults; it resumes if ``install_resume`` has its session."""
+    info = await bot.rest.fetch_gateway_bot_info()
+    await bot._start_one_shard(
+        activity=None,
+        afk=False,
+        idle_since=None,
+        status=hikari.Status.ONLINE,
+        large_threshold=250,
+        shard_id=shard_id,
+        shard_count=shard_count,
+        url=info.url,
+    )
+
+
+async def detach_shard(bot: hikari.GatewayBot, shard_id: int) -> Session | None:
+    """Stop one shard of a running bot without ending its session (it is handed to another
+    worker): its session as it stands, if it has one.
+
+    hikari's ``close`` ends the session (it closes with 1001); with the shard's websocket taken
+    away first, it stops the shard without a word, and the websocket is then closed with 3000,
+    which Discord keeps resumable, as hikari does itself to reconnect.
+    """
+    shard = bot.shards.get(shard_id)
+    if not isinstance(shard, GatewayShardImpl):
+        return None
+    websocket, shard._ws = shard._ws, None
+    with contextlib.suppress(hikari.ComponentStateConflictError):
+        await shard.close()
+    bot._shards.pop(shard_id, None)
+    if websocket is not None:
+        await websocket.send_close(code=RESUMABLE_CLOSE, message=b"shard handed over")
+    return session_of(shard)
 
 
 # Set while this worker's hikari starts its shards: how many it starts.

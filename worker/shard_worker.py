@@ -21,13 +21,14 @@ import logging
 import multiprocessing.connection
 import os
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 import hikari
 
 from child.link import MasterLink, RequestError
 from child.runtime import EXIT_UNUSABLE
-from protocol import AnyMessage
+from protocol import AnyMessage, shard_for_guild
 from protocol.messages import (
     CommandBroadcast,
     CommandExec,
@@ -40,6 +41,8 @@ from protocol.messages import (
     ShardDisconnect,
     ShardHandled,
     ShardReady,
+    ShardRelease,
+    ShardReleased,
     ShardTake,
     StateChanged,
     WorkerStandby,
@@ -93,11 +96,14 @@ class ShardWorker:
         )
         if spec.rest_gate:
             shard_hooks.defer_rest_limits_to_the_gate(self.bot)
+        # The shards this process serves: its spec's, as shards move in (SHARD_TAKE) and out
+        # (SHARD_RELEASE); the context and the commands read the same set.
+        self.shard_ids = set(spec.shard_ids)
         self.ctx = ShardContext(
             self.bot,
             link,
             worker_id=spec.worker_id,
-            shard_ids=spec.shard_ids,
+            shard_ids=self.shard_ids,
             shard_count=spec.shard_count,
             request_timeout=spec.request_timeout,
             compute_timeout=spec.compute_timeout,
@@ -108,13 +114,14 @@ class ShardWorker:
         self.states = self.health.states
         self.stopping = asyncio.Event()
         self.commands = ShardCommands(
-            self.ctx, link, spec.shard_ids, spec.shard_count, self.stopping
+            self.ctx, link, self.shard_ids, spec.shard_count, self.stopping
         )
         # Bound once: a COMMAND_EXEC, by far the most frequent message, then costs one lookup.
         self._start_command = self.commands.start
         self.handled = HandledDispatches(spec.sessions, self._report_handled)
         self._handing_over: asyncio.Task[None] | None = None
         self._taken: asyncio.Future[ShardTake] = asyncio.get_running_loop().create_future()
+        self._moving: set[asyncio.Task[None]] = set()  # shards being taken or released
 
     async def run(self) -> int:
         spec = self.spec
@@ -260,6 +267,67 @@ class ShardWorker:
         logging.shutdown()
         os._exit(0)
 
+    # -- shards moving in and out ------------------------------------------------------------
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._moving.add(task)
+        task.add_done_callback(self._moving.discard)
+
+    async def _take(self, take: ShardTake) -> None:
+        """Start shards moved here from another worker, resuming their sessions."""
+        fresh = [shard_id for shard_id in take.shard_ids if shard_id not in self.shard_ids]
+        log.info("taking shards %s (resuming %s)", fresh, sorted(take.sessions))
+        self.handled.resume(take.sessions)
+        self.health.resume(take.sessions, take.guild_counts)
+        shard_hooks.install_resume(take.sessions, bot_user_id(self.spec.token))
+        for shard_id in fresh:
+            self.shard_ids.add(shard_id)
+            self.states[shard_id] = "starting"
+        outcomes = await asyncio.gather(
+            *(
+                shard_hooks.start_shard(self.bot, shard_id, self.spec.shard_count)
+                for shard_id in fresh
+            ),
+            return_exceptions=True,
+        )
+        for shard_id, outcome in zip(fresh, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                log.error("shard %d could not start: %r", shard_id, outcome)
+                self.states[shard_id] = "down"
+                reason = f"could not start: {outcome!r}"
+                self.link.send(ShardDisconnect(shard_ids=[shard_id], reason=reason))
+
+    async def _release(self, shard_ids: list[int]) -> None:
+        for shard_id in shard_ids:
+            await self._release_one(shard_id)
+
+    async def _release_one(self, shard_id: int) -> None:
+        """Hand a shard over to another worker: its handlers finish and are reported, then it
+        stops with its session open, which the master is told."""
+        if shard_id not in self.shard_ids:
+            self.link.send(ShardReleased(shard_id=shard_id))
+            return
+        self.shard_ids.discard(shard_id)
+        self.handled.release(shard_id)
+        unfinished = await self.handled.drain(HANDOVER_DRAIN, shard_id)
+        if unfinished:
+            log.warning("shard %d: %d handlers still running: handed over", shard_id, unfinished)
+        self.handled.flush()  # before SHARD_RELEASED: the next owner skips what they did
+        session = await shard_hooks.detach_shard(self.bot, shard_id)
+        self.health.forget(shard_id)
+        shard_count = self.spec.shard_count
+        dropped = self.ctx.state.forget_guilds(
+            lambda guild_id: shard_for_guild(guild_id, shard_count) == shard_id
+        )
+        log.info(
+            "shard %d released at seq %s (%d state entries dropped)",
+            shard_id,
+            session.seq if session is not None else None,
+            dropped,
+        )
+        self.link.send(ShardReleased(shard_id=shard_id, session=session))
+
     async def _wait_for_identify_grant(self, shard_id: int) -> None:
         """The identify hook: no IDENTIFY before the master's gate says so, nor after the grant
         expired (a loop busy with other shards' guilds may get to it late): then it asks again."""
@@ -308,7 +376,9 @@ class ShardWorker:
             if self.spec.standby and not self._taken.done():
                 self._taken.set_result(message)
             else:
-                log.warning("SHARD_TAKE for a worker not on standby ignored")
+                self._in_background(self._take(message))
+        elif isinstance(message, ShardRelease):
+            self._in_background(self._release(message.shard_ids))
         elif isinstance(message, ShardDisconnect):
             log.info("master asks to disconnect shards %s: %s", message.shard_ids, message.reason)
             if not message.resumable:

@@ -31,7 +31,15 @@ from protocol.messages import (
     StateSync,
     StateUpdate,
 )
-from protocol.state import KINDS, Entry, MergeState, decode_state, encode_state, key_of
+from protocol.state import (
+    KINDS,
+    Entry,
+    MergeState,
+    decode_state,
+    encode_state,
+    guild_of,
+    key_of,
+)
 
 Listener = Callable[[str, str], None]
 SYNC_TIMEOUT = 60.0
@@ -76,6 +84,20 @@ class SharedState:
         for scoped_key, (version, data) in message.state.items():
             scope, _, key = scoped_key.partition(":")
             self._apply(scope, key, version, data)
+
+    def forget_guilds(self, leaving: Callable[[int], bool]) -> int:
+        """Drop what this worker holds of the guilds ``leaving(guild_id)`` names (their shard
+        moved to another worker, which is sent their state); how many entries went."""
+        gone = {
+            (scope, key)
+            for scope, key in self._entries
+            if (guild_id := guild_of(scope, key)) is not None and leaving(guild_id)
+        }
+        for scoped_key in gone:
+            del self._entries[scoped_key]
+        keys = {key for _, key in gone}
+        self._totals = {total: kept for total, kept in self._totals.items() if total[0] not in keys}
+        return len(gone)
 
     def subscribe(self, listener: Listener) -> None:
         """``listener(scope, key)`` after every change this view takes."""

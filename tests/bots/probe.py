@@ -48,6 +48,10 @@ def setup(bot: hikari.GatewayBot, ctx: ShardContext) -> None:
     def activity(call: Invocation) -> dict[str, int]:
         return ctx.state.activity(call.guild_id or 0, int(call.payload))
 
+    @ctx.handler("config")
+    def config(call: Invocation) -> dict[str, Any]:
+        return ctx.state.guild_config(call.guild_id or 0)
+
     @ctx.handler("user")
     async def user(call: Invocation) -> dict[str, Any]:
         return await ctx.state.user(int(call.payload))
