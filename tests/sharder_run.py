@@ -42,6 +42,7 @@ intents = ["ALL_UNPRIVILEGED", "MESSAGE_CONTENT", "GUILD_PRESENCES"]
 [sharding]
 shards = {shards}
 workers = {workers}
+{sharding}
 [supervisor]
 heartbeat_interval = {heartbeat_interval}
 heartbeat_misses = 3
@@ -207,14 +208,15 @@ async def running_sharder(
     guilds: int = 64,
     entry_point: str = "tests.bots.probe:setup",
     simulator: str = "",
+    sharding: str = "",
     supervisor: str = "",
     compute: str = "",
     rest: str = "",
     heartbeat_interval: float = 0.2,
     environment: dict[str, str] | None = None,
 ) -> AsyncIterator[RunningSharder]:
-    """``simulator``, ``supervisor``, ``compute``, ``rest``: more keys of those tables of the
-    config, as TOML lines."""
+    """``simulator``, ``sharding``, ``supervisor``, ``compute``, ``rest``: more keys of those
+    tables of the config, as TOML lines."""
     directory = Path(tempfile.mkdtemp(prefix="sharder-", dir="/tmp"))  # short: socket paths
     config_path = directory / "sharder.toml"
     text = TEST_CONFIG.format(
@@ -223,6 +225,7 @@ async def running_sharder(
         workers=workers,
         guilds=guilds,
         simulator=simulator,
+        sharding=sharding,
         supervisor=supervisor,
         compute=compute,
         rest=rest,

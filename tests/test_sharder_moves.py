@@ -81,3 +81,33 @@ async def test_a_move_that_cannot_be_done_is_refused_with_the_reason() -> None:
             refused = await asyncio.to_thread(run_cli, "move", *arguments, cwd=run.directory)
             assert refused.returncode == 1
             assert error in refused.stderr
+
+
+async def test_rebalance_by_events_moves_a_shard_off_the_busy_worker_on_its_own() -> None:
+    rebalance = 'rebalance = "events"\nrebalance_threshold = 1.5\nrebalance_after = 2.0\n'
+    async with running_sharder(
+        shards=SHARDS, workers=2, guilds=GUILDS, simulator=STRICT, sharding=rebalance
+    ) as run:
+        await run.wait_ready()
+        sim = await run.simulator()
+        world = await call_control(sim.control_url, "GET", "/world")
+        # Traffic for worker 0's shards only: it carries all the events.
+        busy = [g | 0x100 for g in world["guild_ids"] if (g >> 22) % SHARDS in (0, 1)]
+        sent: list[dict[str, Any]] = []
+        moved: dict[str, Any] | None = None
+        for n in range(400):
+            body = {"content": "!ping", "channel_id": busy[n % len(busy)]}
+            sent.append(await call_control(sim.control_url, "POST", "/messages", body))
+            await asyncio.sleep(0.03)
+            if n % 20 == 0:
+                moved = (await run.status())["move"]
+                if moved is not None and moved["state"] == "done":
+                    break
+        assert moved is not None and moved["state"] == "done", moved
+        assert moved["why"].startswith("rebalance: worker 0 carried"), moved
+        assert moved["source"] == 0 and moved["target"] == 1 and moved["shard"] in (0, 1)
+        status = await run.wait_ready()
+        assert sorted(owners(status).values()) == [0, 1, 1, 1]
+        counts = await replies_to(run, sent)
+        assert sum(count - 1 for count in counts.values() if count > 1) == 0
+        assert (await gateway_counts(run))["identifies"] == SHARDS  # the first start's only
