@@ -227,6 +227,14 @@ class ShardReleased(Message, tag="SHARD_RELEASED"):
     session: Session | None = None
 
 
+class Cutover(Message, tag="CUTOVER"):
+    """Master -> worker, to both generations of a live reshard: from the wall-clock instant
+    ``at`` on (by their snowflakes for messages and interactions), the new generation handles
+    the events and the old one no longer does (``worker.cutover``)."""
+
+    at: float
+
+
 class ShardDisconnect(Message, tag="SHARD_DISCONNECT"):
     """Worker -> master: a shard lost its connection. Master -> worker: disconnect these shards.
 
@@ -384,6 +392,7 @@ AnyMessage = (
     | ShardTake
     | ShardRelease
     | ShardReleased
+    | Cutover
 )
 
 CATALOGUE: dict[str, type[Message]] = {

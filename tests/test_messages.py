@@ -11,6 +11,7 @@ from protocol.messages import (
     CommandExec,
     ComputeRequest,
     ComputeResult,
+    Cutover,
     GuildSync,
     HandledReport,
     Heartbeat,
@@ -67,6 +68,7 @@ SAMPLES: list[Message] = [
     ShardReady(shard_id=7, session_id="abc", guild_ids=[GUILD, 1]),
     ShardDisconnect(shard_ids=[6, 7], reason="rolling restart", resumable=True),
     WorkerStandby(),
+    Cutover(at=1_796_000_000.25),
     ShardRelease(shard_ids=[6]),
     ShardReleased(shard_id=6, session=Session("abc", 52, "ws://127.0.0.1:1/gateway")),
     ShardTake(

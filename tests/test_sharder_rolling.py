@@ -75,7 +75,7 @@ async def test_a_rolling_restart_under_traffic_loses_nothing_answers_once_identi
         doubles = sum(count - 1 for count in counts.values() if count > 1)
         changes = {key: value - before[key] for key, value in (await gateway_counts(run)).items()}
         print(f"{len(sent)} pings over the roll, {doubles} answered twice; {changes}")
-        assert len(sent) > 100
+        assert len(sent) >= 50  # 20 a second from 1 s before the roll to 1 s after
         assert doubles == 0
         assert changes == {"identifies": 0, "resumes": SHARDS, "identify_violations": 0}
 

@@ -277,19 +277,26 @@ class DispatchTracker(Protocol):
         """hikari consumed the dispatch (its cache updated) and started ``listeners``."""
 
 
+class Generation(Protocol):
+    def ours(self, event_name: str, payload: Any) -> bool:
+        """Whether this generation of shards handles the dispatch (``worker.cutover``)."""
+
+
 # The listeners started for the dispatch being consumed, or None while none is; a dispatch is
 # consumed synchronously, so one slot serves the process.
 _started: list[asyncio.Future[Any]] | None = None
-_MUTED: list[asyncio.Future[Any]] = []  # stands for "consumed, but start no listener"
+_MUTED: list[asyncio.Future[Any]] = []  # stands for "consumed, start no listener: not handled"
+_OTHERS: list[asyncio.Future[Any]] = []  # "consumed, start no listener: the other generation's"
 
 
-def install_dispatch_tracking(tracker: DispatchTracker) -> None:
+def install_dispatch_tracking(tracker: DispatchTracker, generation: Generation) -> None:
     """Follow every gateway dispatch from hikari's consumption to the end of its listeners.
 
     hikari consumes a dispatch (``consume_raw_event``: the cache, then ``dispatch`` of the
     events it makes, each listener a task) with the shard's ``_seq`` set to its seq. While it
     does, the listener tasks are gathered for ``tracker.consumed``; a dispatch the tracker
-    does not run updates the cache but starts no listener (nor ``wait_for`` waiter).
+    does not run updates the cache but starts no listener (nor ``wait_for`` waiter), nor does
+    one that is the other generation's around a reshard (handled, as far as this one goes).
     """
     check_hikari()
     consume = EventManagerBase.consume_raw_event
@@ -301,7 +308,7 @@ def install_dispatch_tracking(tracker: DispatchTracker) -> None:
         started = _started
         if started is None or return_tasks:
             return dispatch(self, event, return_tasks=return_tasks)
-        if started is not _MUTED:
+        if started is not _MUTED and started is not _OTHERS:
             started.append(dispatch(self, event, return_tasks=True))
         return None
 
@@ -314,7 +321,12 @@ def install_dispatch_tracking(tracker: DispatchTracker) -> None:
         if seq is None or session_id is None:  # not a session's dispatch: nothing to follow
             consume(self, event_name, shard, payload)
             return
-        started = [] if tracker.runs(shard_id, session_id, seq) else _MUTED
+        if not tracker.runs(shard_id, session_id, seq):
+            started = _MUTED
+        elif not generation.ours(event_name, payload):
+            started = _OTHERS
+        else:
+            started = []
         _started = started
         # Copied into the listener tasks created now: what they read as ctx.in_replay().
         replay = replaying.set(tracker.replayed(shard_id, session_id, seq))

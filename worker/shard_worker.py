@@ -32,6 +32,7 @@ from protocol import AnyMessage, shard_for_guild
 from protocol.messages import (
     CommandBroadcast,
     CommandExec,
+    Cutover,
     GuildSync,
     HandledReport,
     Heartbeat,
@@ -49,6 +50,7 @@ from protocol.messages import (
 )
 from worker import shard_hooks
 from worker.context import ShardContext
+from worker.cutover import CutoverGate
 from worker.entry_points import load_entry_point
 from worker.handled import HandledDispatches
 from worker.shard_commands import ShardCommands
@@ -119,6 +121,7 @@ class ShardWorker:
         # Bound once: a COMMAND_EXEC, by far the most frequent message, then costs one lookup.
         self._start_command = self.commands.start
         self.handled = HandledDispatches(spec.sessions, self._report_handled)
+        self.generation = CutoverGate(new=spec.new_generation)
         self._handing_over: asyncio.Task[None] | None = None
         self._taken: asyncio.Future[ShardTake] = asyncio.get_running_loop().create_future()
         self._moving: set[asyncio.Task[None]] = set()  # shards being taken or released
@@ -128,7 +131,7 @@ class ShardWorker:
         self._listen()
         shard_hooks.install(self._wait_for_identify_grant, self._identify_sent)
         shard_hooks.install_one_window()
-        shard_hooks.install_dispatch_tracking(self.handled)
+        shard_hooks.install_dispatch_tracking(self.handled, self.generation)
         serving = asyncio.create_task(self._serve())
         lag_probe = asyncio.create_task(self.health.probe_loop_lag())
         load_watch: asyncio.Task[None] | None = None
@@ -168,6 +171,8 @@ class ShardWorker:
             lag_probe.cancel()
             if load_watch is not None:
                 load_watch.cancel()
+            # A graceful stop lets the handlers running finish (their replies go out) first.
+            await self._finish_handlers("stopped")
             # The bot first, while the link still serves: a shard waiting for its identify
             # grant is cancelled by the close, rather than failed by the link's end.
             with contextlib.suppress(TimeoutError, hikari.ComponentStateConflictError):
@@ -256,11 +261,7 @@ class ShardWorker:
         frame, and Discord keeps them resumable.
         """
         self.handled.closed = True
-        unfinished = await self.handled.drain(HANDOVER_DRAIN)
-        if unfinished:
-            log.warning(
-                "%d handlers still running after %.0f s: handed over", unfinished, HANDOVER_DRAIN
-            )
+        await self._finish_handlers("handed over")
         self.handled.flush()
         await asyncio.sleep(0)  # what is queued (the report among it) goes out with this turn
         self.link.connection.send_batch_nowait([self.health.ack(0)])
@@ -310,9 +311,7 @@ class ShardWorker:
             return
         self.shard_ids.discard(shard_id)
         self.handled.release(shard_id)
-        unfinished = await self.handled.drain(HANDOVER_DRAIN, shard_id)
-        if unfinished:
-            log.warning("shard %d: %d handlers still running: handed over", shard_id, unfinished)
+        await self._finish_handlers(f"shard {shard_id} handed over", shard_id)
         self.handled.flush()  # before SHARD_RELEASED: the next owner skips what they did
         session = await shard_hooks.detach_shard(self.bot, shard_id)
         self.health.forget(shard_id)
@@ -327,6 +326,14 @@ class ShardWorker:
             dropped,
         )
         self.link.send(ShardReleased(shard_id=shard_id, session=session))
+
+    async def _finish_handlers(self, then: str, shard_id: int | None = None) -> None:
+        """Give the listeners running (of one shard, if given) up to ``HANDOVER_DRAIN``."""
+        unfinished = await self.handled.drain(HANDOVER_DRAIN, shard_id)
+        if unfinished:
+            log.warning(
+                "%d handlers still running after %.0f s: %s", unfinished, HANDOVER_DRAIN, then
+            )
 
     async def _wait_for_identify_grant(self, shard_id: int) -> None:
         """The identify hook: no IDENTIFY before the master's gate says so, nor after the grant
@@ -377,6 +384,13 @@ class ShardWorker:
                 self._taken.set_result(message)
             else:
                 self._in_background(self._take(message))
+        elif isinstance(message, Cutover):
+            log.info(
+                "cutover at %.3f: %s generation",
+                message.at,
+                "new" if self.spec.new_generation else "old",
+            )
+            self.generation.cut(message.at)
         elif isinstance(message, ShardRelease):
             self._in_background(self._release(message.shard_ids))
         elif isinstance(message, ShardDisconnect):

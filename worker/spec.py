@@ -32,6 +32,8 @@ class WorkerSpec:
     # Started beside the worker's running process (a rolling restart): it loads the bot code,
     # says STANDBY and starts its shards only when SHARD_TAKE hands it the sessions.
     standby: bool = False
+    # A new generation of a live reshard: its listeners are muted until CUTOVER.
+    new_generation: bool = False
     # Sessions of shards handed over from the worker's previous process: they RESUME.
     sessions: dict[int, Session] = field(default_factory=dict)
     guild_counts: dict[int, int] = field(default_factory=dict)  # of those shards, as last known
