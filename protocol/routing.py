@@ -32,7 +32,7 @@ def contiguous_assignment(shard_count: int, owner_count: int) -> dict[int, int]:
 
 class RoutingTable:
     """Maps every shard to the owner (worker id) that serves it; a shard changes owner only
-    when it is moved (``move``)."""
+    when it is moved (``move``), and the whole table at a reshard's cutover (``replace``)."""
 
     def __init__(self, shard_count: int, assignment: Mapping[int, int]) -> None:
         missing = set(range(shard_count)) - assignment.keys()
@@ -56,6 +56,16 @@ class RoutingTable:
 
     def owner_of_guild(self, guild_id: int) -> int:
         return self._owners[shard_for_guild(guild_id, self.shard_count)]
+
+    def owners(self) -> list[int]:
+        """The owners that serve shards, in order."""
+        return sorted(set(self._owners))
+
+    def replace(self, other: RoutingTable) -> None:
+        """Take ``other``'s shards and owners (a reshard's cutover), in place: whoever holds
+        this table routes by the new one from now on."""
+        self.shard_count = other.shard_count
+        self._owners = list(other._owners)
 
     def move(self, shard_id: int, owner: int) -> None:
         self.owner_of_shard(shard_id)  # KeyError for a shard outside the table

@@ -74,7 +74,7 @@ async def worker_side(events: int, per_turn: int) -> tuple[float, list[bytes]]:
 def master_side(events: int, frames: list[bytes]) -> float:
     """CPU seconds per event of decoding the reports and keeping them."""
     table = RoutingTable.contiguous(SHARDS, 1)
-    handle = WorkerHandle(0, table.shards_of(0), 0.1)
+    handle = WorkerHandle(0, table.shards_of(0), table.shard_count, 0.1)
     unused: Any = None
     router = Router(table, {0: handle}, Reports(), unused, unused)
     receive = router.receiver(handle)

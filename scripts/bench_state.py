@@ -174,7 +174,7 @@ async def sync_size() -> tuple[int, int, float]:
                 activity = CounterMap()
                 activity.report("messages", 1, member + 1)
                 await store.merge("member_activity", f"{guild_id}:{member}", activity)
-        handle = WorkerHandle(0, [0], 0.1)
+        handle = WorkerHandle(0, [0], 1, 0.1)
         collector = Collector()
         handle.connection = collector  # type: ignore[assignment]
         service = StateService(store, RoutingTable.contiguous(1, 1), {0: handle})

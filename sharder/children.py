@@ -63,8 +63,13 @@ class Children:
             self.kinds[handle] = kind
 
     def add(self, handle: ChildHandle, kind: ChildKind[Any]) -> None:
-        """One more child of ``kind``, beside its handles (a worker's standby)."""
+        """One more child of ``kind``, beside its handles (a standby, a reshard's worker)."""
         self.kinds[handle] = kind
+
+    def forget(self, handle: ChildHandle) -> None:
+        """A child without a process that is not to run again (a retired worker)."""
+        assert handle.process is None
+        del self.kinds[handle]
 
     def __iter__(self) -> Iterator[ChildHandle]:
         return iter(self.kinds)

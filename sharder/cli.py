@@ -5,11 +5,11 @@
     python -m sharder stop
     python -m sharder restart WORKER | --rolling [--no-wait]
     python -m sharder move SHARD WORKER [--no-wait]
+    python -m sharder reshard [SHARDS] [--no-wait]
     python -m sharder state get|set SCOPE KEY [FIELD=VALUE ...]
 
-``status``, ``stop``, ``restart``, ``move`` and ``state`` find the master through its control
-socket: ``--socket``, else ``[control].socket`` of ``--config``, else ``sharder.sock`` in the
-current directory.
+All but ``start`` find the master through its control socket: ``--socket``, else
+``[control].socket`` of ``--config``, else ``sharder.sock`` in the current directory.
 Bad flags, a bad config file or a missing token exit with code 2 and say what is wrong.
 """
 
@@ -33,12 +33,13 @@ from sharder import config as config_module
 from sharder.config import Config, ConfigError
 from sharder.control import ControlError, call_sync
 from sharder.intents import intent_value
-from sharder.status import MoveStatus, RollStatus, SharderStatus
+from sharder.status import MoveStatus, ReshardStatus, RollStatus, SharderStatus
 
 USAGE_ERROR = 2
 SCOPES = ("guild_config", "member_activity", "permissions", "user_data")
 CONTROL_TIMEOUT = 10.0
 CHANGE_POLL = 0.25  # seconds between looks at a change being followed
+Change = RollStatus | MoveStatus | ReshardStatus
 
 
 def parser() -> argparse.ArgumentParser:
@@ -66,6 +67,7 @@ def parser() -> argparse.ArgumentParser:
         ("stop", "stop the running master gracefully"),
         ("restart", "restart one worker of the running master"),
         ("move", "hand a shard's session to another worker"),
+        ("reshard", "change the shard count live (default: Discord's recommendation)"),
         ("state", "read or change the bot's shared state"),
     ):
         command = commands.add_parser(name, help=help_text)
@@ -83,7 +85,9 @@ def parser() -> argparse.ArgumentParser:
         if name == "move":
             command.add_argument("shard", type=non_negative_int, help="shard id")
             command.add_argument("worker", type=non_negative_int, help="worker id")
-        if name in ("restart", "move"):
+        if name == "reshard":
+            command.add_argument("shards", nargs="?", type=positive_int, help="new shard count")
+        if name in ("restart", "move", "reshard"):
             command.add_argument(
                 "--no-wait", action="store_true", help="return at once, not following the change"
             )
@@ -246,6 +250,8 @@ def control(args: argparse.Namespace, config: Config) -> int:
             request["worker"] = args.worker
     if args.command == "move":
         request.update(shard=args.shard, worker=args.worker)
+    if args.command == "reshard":
+        request["shards"] = args.shards
     if args.command == "state":
         request = {"command": f"state_{args.action}", "scope": args.scope, "key": args.key}
         if args.action == "set":
@@ -276,10 +282,12 @@ def control(args: argparse.Namespace, config: Config) -> int:
             return follow(path, lambda status: status.roll)
         if args.command == "move" and not args.no_wait:
             return follow(path, lambda status: status.move)
+        if args.command == "reshard" and not args.no_wait:
+            return follow(path, lambda status: status.reshard)
     return 0
 
 
-def follow(path: Path, change_of: Callable[[SharderStatus], RollStatus | MoveStatus | None]) -> int:
+def follow(path: Path, change_of: Callable[[SharderStatus], Change | None]) -> int:
     """Print a change's steps (a rolling restart, a move) as the status shows them, until it
     ends; 0 if it is done."""
     shown = None

@@ -16,6 +16,7 @@ from protocol.messages import StateScope
 from sharder.control_requests import (
     BadRequest,
     MoveRequest,
+    ReshardRequest,
     RestartRequest,
     StateGetRequest,
     StateSetRequest,
@@ -50,6 +51,8 @@ class ControlHandler(Protocol):
 
     def move_shard(self, shard_id: int, worker_id: int) -> str: ...
 
+    async def reshard(self, shard_count: int | None) -> str: ...
+
     def state_get(self, scope: StateScope, key: str) -> Any: ...
 
     async def state_set(self, scope: StateScope, key: str, fields: dict[str, Any]) -> int: ...
@@ -79,6 +82,8 @@ async def answer(handler: ControlHandler, line: bytes, timeout: float) -> dict[s
                     return {"ok": True, "message": await handler.restart(worker)}
                 case MoveRequest(shard=shard, worker=worker):
                     return {"ok": True, "message": handler.move_shard(shard, worker)}
+                case ReshardRequest(shards=shards):
+                    return {"ok": True, "message": await handler.reshard(shards)}
                 case StateGetRequest(scope=scope, key=key):
                     return {"ok": True, "value": handler.state_get(scope, key)}
                 case StateSetRequest(scope=scope, key=key, fields=fields):

@@ -9,6 +9,8 @@ Each connection carries one request line and one answer line, both JSON objects:
   worker in turn; the status's ``roll`` follows it
 - ``{"command": "move", "shard": 5, "worker": 2}`` -> ``{"ok": true, "message": "..."}``: the
   shard's session handed to the worker; the status's ``move`` follows it
+- ``{"command": "reshard", "shards": 8}`` (``null``: Discord's recommendation) ->
+  ``{"ok": true, "message": "..."}``: the status's ``reshard`` follows it
 - ``{"command": "state_get", "scope": "guild_config", "key": "<guild id>"}`` ->
   ``{"ok": true, "value": <the merged value, null if never written>}``
 - ``{"command": "state_set", "scope": "guild_config", "key": "<guild id>", "fields": {...}}`` ->
@@ -30,6 +32,7 @@ from protocol.messages import StateScope
 from sharder.config import describe
 
 MAX_REQUEST_BYTES = 64 * 1024
+MAX_SHARDS = 100_000  # far past any bot's: a count that would only exhaust the session budget
 
 
 class Request(msgspec.Struct, tag_field="command", forbid_unknown_fields=True):
@@ -54,6 +57,10 @@ class MoveRequest(Request, tag="move"):
     worker: Annotated[int, msgspec.Meta(ge=0)]
 
 
+class ReshardRequest(Request, tag="reshard"):
+    shards: Annotated[int, msgspec.Meta(ge=1, le=MAX_SHARDS)] | None = None
+
+
 class StateGetRequest(Request, tag="state_get"):
     scope: StateScope
     key: str
@@ -66,9 +73,15 @@ class StateSetRequest(Request, tag="state_set"):
 
 
 AnyRequest = (
-    StatusRequest | StopRequest | RestartRequest | MoveRequest | StateGetRequest | StateSetRequest
+    StatusRequest
+    | StopRequest
+    | RestartRequest
+    | MoveRequest
+    | ReshardRequest
+    | StateGetRequest
+    | StateSetRequest
 )
-COMMANDS = ("status", "stop", "restart", "move", "state_get", "state_set")
+COMMANDS = ("status", "stop", "restart", "move", "reshard", "state_get", "state_set")
 
 
 class BadRequest(Exception):

@@ -188,7 +188,7 @@ def _shard_state_counts(shards: list[ShardStatus]) -> Text:
 def status_table(status: SharderStatus) -> RenderableType:
     """The whole status: header line, workers, compute pool and shards (compact above 32)."""
     parts: list[RenderableType] = [_header(status), _workers_table(status.workers)]
-    for change in (status.move, status.roll):
+    for change in (status.reshard, status.move, status.roll):
         if change is not None:
             style = "bold red" if change.state in ("failed", "cancelled") else "bold"
             parts.insert(1, Text(change.line(), style=style))
@@ -315,7 +315,11 @@ class StatusDisplay:
         if ready != self._seen_ready:
             lines.append(_ready_change(status, self._seen_ready, ready))
         self._seen_ready = ready
-        changes = [change.line() for change in (status.roll, status.move) if change is not None]
+        changes = [
+            change.line()
+            for change in (status.roll, status.move, status.reshard)
+            if change is not None
+        ]
         lines.extend(line for line in changes if line not in self._seen_changes)
         self._seen_changes = changes
         now = self._clock()

@@ -1,5 +1,6 @@
-"""What Discord says about the bot's gateway (``GET /gateway/bot``), read once at start-up: the
-identify buckets (``max_concurrency``) and the session start budget the identify gate keeps.
+"""What Discord says about the bot's gateway (``GET /gateway/bot``): at start-up the identify
+buckets (``max_concurrency``) and the session start budget the identify gate keeps; for a
+reshard, the shard count Discord recommends.
 
 One request in the master's life: the standard library's client, on a thread, rather than an
 HTTP client library that would stay in the master's memory (aiohttp: 9 MiB) for nothing else.
@@ -11,6 +12,7 @@ import asyncio
 import http.client
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 
 import msgspec
 
@@ -36,8 +38,15 @@ class GatewayBot(msgspec.Struct):
     session_start_limit: SessionStartLimit
 
 
-async def fetch(api_url: str, token: str, period: float) -> tuple[int, SessionBudget]:
-    """``(max_concurrency, budget)``; ``GatewayUnavailable`` with the reason otherwise."""
+@dataclass(frozen=True, slots=True)
+class GatewayFacts:
+    max_concurrency: int
+    budget: SessionBudget
+    recommended_shards: int
+
+
+async def fetch(api_url: str, token: str, period: float) -> GatewayFacts:
+    """What ``GET /gateway/bot`` says; ``GatewayUnavailable`` with the reason otherwise."""
     request = urllib.request.Request(
         f"{api_url}/gateway/bot", headers={"Authorization": f"Bot {token}"}
     )
@@ -55,7 +64,7 @@ async def fetch(api_url: str, token: str, period: float) -> tuple[int, SessionBu
         raise GatewayUnavailable(f"GET {api_url}/gateway/bot answered {error}") from None
     limit = info.session_start_limit
     budget = SessionBudget(limit.total, limit.remaining, limit.reset_after / 1000, period)
-    return limit.max_concurrency, budget
+    return GatewayFacts(limit.max_concurrency, budget, info.shards)
 
 
 def read(request: urllib.request.Request) -> bytes:

@@ -36,6 +36,9 @@ WINDOW_MARGIN = 0.05
 WINDOW_MARGIN_SHARE = 0.05
 
 
+ShardKey = tuple[int, int]  # (generation, shard id)
+
+
 @dataclass(frozen=True, slots=True)
 class SessionBudget:
     total: int
@@ -63,31 +66,36 @@ class IdentifyGate:
         # An unused budget's period starts with its first use, as Discord's does.
         self.budget_resets_at = clock() + budget.reset_after if budget.reset_after else 0.0
         self.granted = 0
-        self._waiting: list[deque[tuple[int, Grant]]] = [deque() for _ in range(max_concurrency)]
+        # A shard waits as (generation, shard id): during a live reshard two generations of
+        # shards, each numbered from 0, share the buckets.
+        self._waiting: list[deque[tuple[ShardKey, Grant]]] = [
+            deque() for _ in range(max_concurrency)
+        ]
         self._next_at = [0.0] * max_concurrency
         # Per bucket, the grant whose IDENTIFY has not been reported sent: (shard, expiry).
-        self._in_flight: list[tuple[int, float] | None] = [None] * max_concurrency
+        self._in_flight: list[tuple[ShardKey, float] | None] = [None] * max_concurrency
         self._timers: list[asyncio.TimerHandle | None] = [None] * max_concurrency
 
-    def request(self, shard_id: int, grant: Grant) -> None:
+    def request(self, shard_id: int, grant: Grant, generation: int = 0) -> None:
         """Call ``grant()`` once ``shard_id`` may IDENTIFY (at once if it may now)."""
         bucket = shard_id % self.max_concurrency
-        self.forget(shard_id)  # a shard asks again after its worker restarted: one place only
-        self._waiting[bucket].append((shard_id, grant))
+        # A shard asks again after its worker restarted: one place only.
+        self.forget(shard_id, generation)
+        self._waiting[bucket].append(((generation, shard_id), grant))
         self._serve(bucket)
 
-    def forget(self, shard_id: int) -> None:
+    def forget(self, shard_id: int, generation: int = 0) -> None:
         """Drop a waiting shard (its worker died)."""
         waiting = self._waiting[shard_id % self.max_concurrency]
-        for entry in [entry for entry in waiting if entry[0] == shard_id]:
+        for entry in [entry for entry in waiting if entry[0] == (generation, shard_id)]:
             waiting.remove(entry)
 
-    def sent(self, shard_id: int, sent_at: float) -> None:
+    def sent(self, shard_id: int, sent_at: float, generation: int = 0) -> None:
         """A shard sent its IDENTIFY at ``sent_at``: its bucket's window runs from then."""
         bucket = shard_id % self.max_concurrency
         self._next_at[bucket] = max(self._next_at[bucket], sent_at + self.window + self.margin)
         flight = self._in_flight[bucket]
-        if flight is not None and flight[0] == shard_id:
+        if flight is not None and flight[0] == (generation, shard_id):
             self._in_flight[bucket] = None
         timer = self._timers[bucket]
         if timer is not None:
@@ -95,10 +103,10 @@ class IdentifyGate:
             self._timers[bucket] = None
         self._serve(bucket)
 
-    def position(self, shard_id: int) -> int | None:
+    def position(self, shard_id: int, generation: int = 0) -> int | None:
         """How many IDENTIFYs of its bucket come before this shard's; None if not waiting."""
-        for index, (waiting_id, _) in enumerate(self._waiting[shard_id % self.max_concurrency]):
-            if waiting_id == shard_id:
+        for index, (key, _) in enumerate(self._waiting[shard_id % self.max_concurrency]):
+            if key == (generation, shard_id):
                 return index
         return None
 
@@ -138,13 +146,13 @@ class IdentifyGate:
             loop = asyncio.get_running_loop()
             self._timers[bucket] = loop.call_later(wait, self._wake, bucket)
             return
-        shard_id, grant = waiting.popleft()
+        key, grant = waiting.popleft()
         expires = now + self.window + self.margin
         self._next_at[bucket] = expires
-        self._in_flight[bucket] = (shard_id, expires)
+        self._in_flight[bucket] = (key, expires)
         self.remaining -= 1
         self.granted += 1
-        log.info("shard %d may identify (bucket %d)", shard_id, bucket)
+        log.info("shard %d may identify (bucket %d)", key[1], bucket)
         grant(expires)
         self._serve(bucket)
 

@@ -57,6 +57,9 @@ class Master:
     def move_shard(self, shard_id: int, worker_id: int) -> str:
         return self.supervisor.move_shard(shard_id, worker_id)
 
+    async def reshard(self, shard_count: int | None) -> str:
+        return await self.supervisor.reshard_to(shard_count)
+
     def state_get(self, scope: StateScope, key: str) -> Any:
         return self._state().value(scope, key)
 

@@ -195,7 +195,7 @@ class Router:
         route = Gathered(origin.id, set())
         self.pending[request.nonce] = route
         self.routed += 1
-        for target in self.workers.values():
+        for target in (self.workers[owner] for owner in self.table.owners()):
             if target.serving:
                 route.awaiting.add(target.id)
                 self._deliver(origin, target, frame)

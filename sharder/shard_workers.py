@@ -87,10 +87,11 @@ class ShardWorkers(ChildKind[WorkerHandle]):
         spec = WorkerSpec(
             worker_id=handle.id,
             shard_ids=tuple(handle.shard_ids),
-            shard_count=self.config.sharding.shards,
+            shard_count=handle.shard_count,
             token=self.discord.token,
             api_url=(
-                f"{gate.url}/{gate.secret}/w/{handle.id}/api/v10"
+                # The gate takes its lanes in turn; a reshard's new workers share the old ones'.
+                f"{gate.url}/{gate.secret}/w/{handle.id % gate.lanes}/api/v10"
                 if gate is not None
                 else self.discord.api_url
             ),
@@ -103,6 +104,7 @@ class ShardWorkers(ChildKind[WorkerHandle]):
             liveness=handle.liveness,
             liveness_period=supervisor.heartbeat_interval / LIVENESS_STAMPS_PER_BEAT,
             standby=standby,
+            new_generation=handle.awaiting_cutover,
             sessions=sessions,
             guild_counts=dict(handle.guild_counts),
         )
@@ -130,7 +132,7 @@ class ShardWorkers(ChildKind[WorkerHandle]):
         self.router.table.move(shard_id, target.id)
         source.released.discard(shard_id)
         source.hand_shard_to(target, shard_id)
-        self.identify.forget(shard_id)
+        self.identify.forget(shard_id, source.generation)
         guilds = target.guild_counts.get(shard_id, 0)
         target.set_shard_state(
             shard_id, ShardHealth(shard_id=shard_id, state="resuming", guilds=guilds)
@@ -155,6 +157,12 @@ class ShardWorkers(ChildKind[WorkerHandle]):
             )
             handle.connection.send_batch_nowait([message])
 
+    def forget(self, handle: WorkerHandle) -> None:
+        """A worker without a process retired by a reshard: gone for good."""
+        for shard_id in handle.shard_ids:
+            self.identify.forget(shard_id, handle.generation)
+        del self.by_id[handle.id]
+
     def successor(self, handle: WorkerHandle) -> WorkerHandle | None:
         standby = handle.standby
         if standby is None or not standby.standing_by or not standby.serving:
@@ -178,8 +186,11 @@ class ShardWorkers(ChildKind[WorkerHandle]):
             return False  # it served nothing: nobody waits on it
         self.router.worker_down(handle.id)
         self.pool.origin_down(handle.id)
-        for shard_id in handle.shard_ids:
-            self.identify.forget(shard_id)
+        if handle.temporary:  # a generation retired or dropped by a reshard
+            self.forget(handle)
+        else:
+            for shard_id in handle.shard_ids:
+                self.identify.forget(shard_id, handle.generation)
         return False
 
     def crashed(self, handle: WorkerHandle, lived: float) -> None:
@@ -266,12 +277,14 @@ class ShardWorkers(ChildKind[WorkerHandle]):
                     IdentifyGrant(nonce=request.nonce, shard_id=shard_id, expires_at=expires_at)
                 )
 
-        self.identify.request(shard_id, grant)
+        self.identify.request(shard_id, grant, handle.generation)
 
     def on_identify_sent(self, handle: WorkerHandle, sent: IdentifySent) -> None:
         if sent.shard_id in handle.shard_ids:
             # Never later than now: a time to come would hold the bucket back for nothing.
-            self.identify.sent(sent.shard_id, min(sent.sent_at, time.monotonic()))
+            self.identify.sent(
+                sent.shard_id, min(sent.sent_at, time.monotonic()), handle.generation
+            )
 
 
 def worker_statuses(
@@ -285,6 +298,7 @@ def worker_statuses(
         key=lambda shard: shard.id,
     )
     if identify is not None:
+        generation = handles[0].generation if handles else 0
         for shard in shards:
-            shard.identify_queue = identify.position(shard.id)
+            shard.identify_queue = identify.position(shard.id, generation)
     return workers, shards

@@ -54,6 +54,8 @@ class StateService:
         self.workers = workers
         self._tasks: set[asyncio.Task[None]] = set()
         self._clock = Clock(MASTER_ORIGIN)
+        # While a reshard's new generation starts: who will own each guild after the cutover.
+        self.incoming: RoutingTable | None = None
 
     def on_update(self, handle: WorkerHandle, update: StateUpdate) -> None:
         task = asyncio.get_running_loop().create_task(self._update(handle, update))
@@ -62,14 +64,16 @@ class StateService:
 
     def on_sync(self, handle: WorkerHandle, request: StateSync) -> None:
         """Send the worker everything its shards hold, then answer the request."""
-        syncs = self._guild_syncs(lambda guild_id: self.table.owner_of_guild(guild_id) == handle.id)
+        # By the worker's own shards and count: a reshard's new generation counts differently.
+        owned, count = set(handle.shard_ids), handle.shard_count
+        syncs = self._guild_syncs(lambda guild_id: shard_for_guild(guild_id, count) in owned)
         answer = ReplyOk(nonce=request.nonce, payload={"guilds": len({s.guild_id for s in syncs})})
         self._send_in_order(handle, [*syncs, answer])
 
     def sync_shard(self, handle: WorkerHandle, shard_id: int, then: Message) -> None:
         """Send the worker everything one shard's guilds hold (the shard moved to it), then
         ``then``, in that order."""
-        count = self.table.shard_count
+        count = handle.shard_count
         syncs = self._guild_syncs(lambda guild_id: shard_for_guild(guild_id, count) == shard_id)
         self._send_in_order(handle, [*syncs, then])
 
@@ -177,6 +181,8 @@ class StateService:
             targets = list(self.workers.values())
         else:
             targets = [self.workers[self.table.owner_of_guild(guild_id)]]
+            if self.incoming is not None:  # a reshard's new generation, filling its state
+                targets.append(self.workers[self.incoming.owner_of_guild(guild_id)])
         for target in targets:
             self._send(target, [message])
             if target.standby is not None:  # loading the worker's state to take its place

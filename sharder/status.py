@@ -132,6 +132,31 @@ class MoveStatus(msgspec.Struct, kw_only=True):
         return f"moving {what} failed{took}: {self.reason}"
 
 
+ReshardPhase = Literal["connecting", "cutover", "retiring"]
+ReshardState = Literal["resharding", "done", "failed"]
+
+
+class ReshardStatus(msgspec.Struct, kw_only=True):
+    """The last live reshard (``resharding``): where it is, or how it ended."""
+
+    state: ReshardState
+    from_shards: int
+    to_shards: int
+    phase: ReshardPhase | None = None  # while it runs
+    shards_ready: int = 0  # of the new generation, with all their guilds
+    reason: str | None = None  # why it failed
+    took_s: float | None = None  # start to end, once ended
+
+    def line(self) -> str:
+        what = f"resharding from {self.from_shards} to {self.to_shards} shards"
+        if self.state == "resharding":
+            return f"{what}: {self.phase} ({self.shards_ready}/{self.to_shards} new shards ready)"
+        took = f" in {self.took_s:.1f} s" if self.took_s is not None else ""
+        if self.state == "done":
+            return f"resharded from {self.from_shards} to {self.to_shards} shards{took}"
+        return f"{what} failed{took}: {self.reason}"
+
+
 class SharderStatus(msgspec.Struct, kw_only=True):
     pid: int
     uptime_s: float
@@ -149,6 +174,7 @@ class SharderStatus(msgspec.Struct, kw_only=True):
     shards_ready_s: float | None = None  # from start to every shard ready
     roll: RollStatus | None = None  # the last rolling restart, if there was one
     move: MoveStatus | None = None  # the last shard move, if there was one
+    reshard: ReshardStatus | None = None  # the last live reshard, if there was one
 
     @property
     def ready_shards(self) -> int:

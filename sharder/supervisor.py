@@ -36,6 +36,7 @@ from sharder.kinds import ComputeWorkers, Discord, RestGateChild
 from sharder.lifecycle import ChildHandle
 from sharder.moves import ShardMove
 from sharder.rebalance import Rebalancer
+from sharder.resharding import Reshard
 from sharder.rolling import RollingRestart
 from sharder.shard_workers import ShardWorkers, worker_statuses
 from sharder.state_service import StateService
@@ -69,7 +70,9 @@ class Supervisor:
         self.table = RoutingTable.contiguous(sharding.shards, sharding.workers)
         backoff = config.supervisor.restart_backoff
         self.workers = {
-            worker_id: WorkerHandle(worker_id, self.table.shards_of(worker_id), backoff)
+            worker_id: WorkerHandle(
+                worker_id, self.table.shards_of(worker_id), sharding.shards, backoff
+            )
             for worker_id in range(sharding.workers)
         }
         self.compute = {
@@ -99,8 +102,11 @@ class Supervisor:
         # Start-up, for the status: spawn to every worker's hello, and to every shard ready.
         self.connected_after: float | None = None
         self.ready_after: float | None = None
+        # The workers' generation that serves: a reshard's cutover moves it on.
+        self.generation = 0
         self.roll: RollingRestart | None = None  # the last rolling restart
         self.move: ShardMove | None = None  # the last shard move
+        self.reshard: Reshard | None = None  # the last live reshard
         self.rebalancer = Rebalancer(
             sharding.rebalance, sharding.rebalance_threshold, sharding.rebalance_after
         )
@@ -110,11 +116,10 @@ class Supervisor:
     async def _start_up(self) -> None:
         """Discord's limits, the state store and the REST gate's socket; then the children."""
         try:
-            max_concurrency, budget = await gateway_info.fetch(
-                self.discord.api_url, self.discord.token, self.discord.session_period
-            )
+            facts = await self._gateway_facts()
         except gateway_info.GatewayUnavailable as error:
             raise CannotStart(f"cannot start: {error}") from None
+        max_concurrency, budget = facts.max_concurrency, facts.budget
         identify = IdentifyGate(max_concurrency, self.discord.identify_window, budget)
         store = StateStore(Path(self.config.state.path))
         try:
@@ -151,6 +156,11 @@ class Supervisor:
             ComputeWorkers(compute, self.config, self.log_level, self.discord, self.pool)
         )
 
+    async def _gateway_facts(self) -> gateway_info.GatewayFacts:
+        return await gateway_info.fetch(
+            self.discord.api_url, self.discord.token, self.discord.session_period
+        )
+
     def _rest_gate_child(self) -> RestGateChild:
         try:
             listener = socket.create_server(("127.0.0.1", self.config.rest.port))
@@ -162,6 +172,7 @@ class Supervisor:
             self.config.supervisor.restart_backoff,
             f"http://127.0.0.1:{listener.getsockname()[1]}",
             secrets.token_urlsafe(24),
+            lanes=len(self.workers),
         )
         return RestGateChild(
             self.rest_gate,
@@ -214,8 +225,10 @@ class Supervisor:
             self.roll.advance()
         if self.move is not None:
             self.move.advance()
+        if self.reshard is not None:
+            self.reshard.advance()
         self._rebalance(now)
-        workers = self.workers.values()
+        workers = self.current_workers()
         if self.connected_after is None and all(handle.serving for handle in workers):
             self.connected_after = now - self.started_at
         if self.state == "starting" and all(h.state in ("ready", "failed") for h in workers):
@@ -230,9 +243,9 @@ class Supervisor:
         """Start the move the rebalancer proposes, if no change is under way."""
         if self.shard_workers is None or self._stop_requested or self.state == "stopping":
             return
-        if any(change is not None and change.active for change in (self.roll, self.move)):
+        if any(change is not None and change.active for change in self._changes()):
             return
-        proposal = self.rebalancer.propose(list(self.workers.values()), now)
+        proposal = self.rebalancer.propose(self.current_workers(), now)
         if proposal is not None:
             self.move = ShardMove(
                 proposal.shard_id,
@@ -293,9 +306,7 @@ class Supervisor:
         self.request_stop()
 
     async def restart_worker(self, worker_id: int) -> str:
-        handle = self.workers.get(worker_id)
-        if handle is None:
-            raise ValueError(f"no worker {worker_id}; workers are 0-{len(self.workers) - 1}")
+        handle = self._current_worker(worker_id)
         self._check_can_restart()
         if handle.state in ("backoff", "failed", "stopped"):
             handle.reset_backoff()
@@ -312,14 +323,14 @@ class Supervisor:
         assert self.shard_workers is not None
         supervisor = self.config.supervisor
         self.roll = RollingRestart(
-            list(self.workers.values()),
+            self.current_workers(),
             self.children,
             self.shard_workers,
             supervisor.change_step_timeout,
             supervisor.resume_sessions,
         )
         self.wake()
-        return f"rolling restart of {len(self.workers)} workers started"
+        return f"rolling restart of {self.roll.total} workers started"
 
     def move_shard(self, shard_id: int, worker_id: int) -> str:
         """Move a shard to another worker (``moves``); returns at once, the status follows it."""
@@ -327,9 +338,7 @@ class Supervisor:
         assert self.shard_workers is not None
         if not 0 <= shard_id < self.table.shard_count:
             raise ValueError(f"no shard {shard_id}; shards are 0-{self.table.shard_count - 1}")
-        target = self.workers.get(worker_id)
-        if target is None:
-            raise ValueError(f"no worker {worker_id}; workers are 0-{len(self.workers) - 1}")
+        target = self._current_worker(worker_id)
         source = self.workers[self.table.owner_of_shard(shard_id)]
         if source is target:
             raise ValueError(f"shard {shard_id} is on worker {worker_id} already")
@@ -350,6 +359,60 @@ class Supervisor:
         self.wake()
         return f"moving shard {shard_id} from worker {source.id} to worker {worker_id}"
 
+    async def reshard_to(self, shard_count: int | None) -> str:
+        """Reshard live (``resharding``) to ``shard_count``, or to Discord's recommendation
+        rounded up to a multiple of ``max_concurrency``; returns once it has begun."""
+        self._check_can_restart()
+        assert self.shard_workers is not None and self.state_service is not None
+        identify = self.shard_workers.identify
+        if shard_count is None:
+            try:
+                recommended = (await self._gateway_facts()).recommended_shards
+            except gateway_info.GatewayUnavailable as error:
+                raise ValueError(f"cannot ask Discord for its recommendation: {error}") from None
+            self._check_can_restart()  # again: it may have changed while Discord answered
+            buckets = identify.max_concurrency
+            shard_count = max(1, -(-recommended // buckets) * buckets)
+        workers = len(self.current_workers())
+        if shard_count == self.table.shard_count:
+            raise ValueError(f"the bot runs {shard_count} shards already")
+        if shard_count < workers:
+            raise ValueError(f"{shard_count} shards cannot serve {workers} workers")
+        if identify.budget_spent or identify.remaining < shard_count:
+            raise ValueError(
+                f"{shard_count} new sessions, and {identify.remaining} are left of today's "
+                f"session budget"
+            )
+        self.reshard = Reshard(
+            shard_count,
+            self.workers,
+            self.table,
+            self.children,
+            self.shard_workers,
+            self.state_service,
+            self.config.supervisor.change_step_timeout,
+            self._cut_over,
+        )
+        self.wake()
+        return f"resharding from {self.reshard.from_shards} to {shard_count} shards"
+
+    def _cut_over(self, generation: int) -> None:
+        self.generation = generation
+
+    def _changes(self) -> tuple[RollingRestart | ShardMove | Reshard | None, ...]:
+        return (self.roll, self.move, self.reshard)
+
+    def current_workers(self) -> list[WorkerHandle]:
+        """The workers of the generation that serves (a reshard starts the next beside it)."""
+        return [h for h in self.workers.values() if h.generation == self.generation]
+
+    def _current_worker(self, worker_id: int) -> WorkerHandle:
+        handle = self.workers.get(worker_id)
+        if handle is None or handle.generation != self.generation:
+            ids = ", ".join(str(h.id) for h in self.current_workers())
+            raise ValueError(f"no worker {worker_id}; workers are {ids}")
+        return handle
+
     def _check_can_restart(self) -> None:
         """A change (restart, rolling restart, move) may begin: the sharder runs, and no other
         change that moves sessions is under way."""
@@ -364,11 +427,16 @@ class Supervisor:
         move = self.move
         if move is not None and move.active:
             raise ValueError(f"shard {move.shard_id} is being moved ({move.phase})")
+        reshard = self.reshard
+        if reshard is not None and reshard.active:
+            raise ValueError(f"a reshard is running ({reshard.status().line()})")
 
     async def _shutdown(self) -> None:
         self.state = "stopping"
         if self.roll is not None:
             self.roll.cancel("the sharder is stopping")
+        if self.reshard is not None:
+            self.reshard.cancel("the sharder is stopping")
         self.service.notifier.stopping("stopping: disconnecting the shards")
         self.children.ask_all_to_stop()
         deadline = time.monotonic() + self.config.supervisor.shutdown_timeout
@@ -398,16 +466,16 @@ class Supervisor:
     def status(self) -> SharderStatus:
         identify = self.shard_workers.identify if self.shard_workers is not None else None
         workers, shards = worker_statuses(
-            list(self.workers.values()), self.config.supervisor.heartbeat_interval, identify
+            self.current_workers(), self.config.supervisor.heartbeat_interval, identify
         )
         return SharderStatus(
             pid=os.getpid(),
             uptime_s=round(time.monotonic() - self.started_at, 3),
             state=self.state,
-            shard_count=self.config.sharding.shards,
+            shard_count=self.table.shard_count,
             api_url=self.discord.api_url,
             simulated=self.discord.simulated,
-            events_per_s=round(sum(handle.events_rate for handle in self.workers.values()), 1),
+            events_per_s=round(sum(handle.events_rate for handle in self.current_workers()), 1),
             workers_connected_s=self.connected_after,
             shards_ready_s=self.ready_after,
             workers=workers,
@@ -417,4 +485,5 @@ class Supervisor:
             rest_gate=self.rest_gate.status() if self.rest_gate is not None else None,
             roll=self.roll.status() if self.roll is not None else None,
             move=self.move.status() if self.move is not None else None,
+            reshard=self.reshard.status() if self.reshard is not None else None,
         )

@@ -72,9 +72,10 @@ class RestGateHandle(ChildHandle):
 
     kind = "rest_gate"
 
-    def __init__(self, first_backoff: float, url: str, secret: str) -> None:
+    def __init__(self, first_backoff: float, url: str, secret: str, lanes: int) -> None:
         super().__init__(0, first_backoff)
-        self.url = url  # what the workers' hikari is pointed at, below /{secret}/w/{worker}/api/v10
+        self.url = url  # what the workers' hikari is pointed at, below /{secret}/w/{lane}/api/v10
+        self.lanes = lanes  # of fairness, taken in turn: worker ids modulo it
         # Made anew each run and known only to the master, the gate and the workers: a local
         # process that finds the port cannot spend the bot's limits or its invalid-request count.
         self.secret = secret
@@ -103,9 +104,21 @@ class WorkerHandle(ChildHandle):
     kind = "worker"
     liveness: Liveness  # always: its loop may be busy for seconds, which is not hung
 
-    def __init__(self, worker_id: int, shard_ids: list[int], first_backoff: float) -> None:
+    def __init__(
+        self,
+        worker_id: int,
+        shard_ids: list[int],
+        shard_count: int,
+        first_backoff: float,
+        generation: int = 0,
+    ) -> None:
         super().__init__(worker_id, first_backoff, Liveness())
         self.shard_ids = shard_ids
+        # Of the bot's shards: a live reshard runs two generations of workers, each with its
+        # own count, until the cutover.
+        self.shard_count = shard_count
+        self.generation = generation
+        self.awaiting_cutover = False  # a new generation's: its listeners muted until CUTOVER
         self.shards: dict[int, ShardHealth] = {
             shard_id: ShardHealth(shard_id=shard_id, state="down") for shard_id in shard_ids
         }
@@ -300,7 +313,9 @@ class StandbyHandle(WorkerHandle):
     temporary = True
 
     def __init__(self, worker: WorkerHandle) -> None:
-        super().__init__(worker.id, worker.shard_ids, worker.first_backoff)
+        super().__init__(
+            worker.id, worker.shard_ids, worker.shard_count, worker.first_backoff, worker.generation
+        )
         self.worker = worker
         self.standing_by = False  # said STANDBY: loaded, waiting for the shards
 

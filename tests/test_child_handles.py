@@ -14,7 +14,7 @@ def ack(nonce: int) -> HeartbeatAck:
 
 
 def test_round_trips_are_measured_from_each_ping_to_its_ack() -> None:
-    handle = WorkerHandle(0, [0], 0.1)
+    handle = WorkerHandle(0, [0], 1, 0.1)
     assert handle.heartbeat_p99_ms() is None
     now = time.monotonic()
     handle.record_ping(1, now - 0.010)
@@ -29,7 +29,7 @@ def test_round_trips_are_measured_from_each_ping_to_its_ack() -> None:
 
 
 def test_an_ack_settles_the_pings_before_it_and_an_unknown_ack_measures_nothing() -> None:
-    handle = WorkerHandle(0, [0], 0.1)
+    handle = WorkerHandle(0, [0], 1, 0.1)
     now = time.monotonic()
     for nonce in (1, 2, 3):
         handle.record_ping(nonce, now)
@@ -40,7 +40,7 @@ def test_an_ack_settles_the_pings_before_it_and_an_unknown_ack_measures_nothing(
 
 
 def test_the_p99_is_over_the_last_round_trips_only() -> None:
-    handle = WorkerHandle(0, [0], 0.1)
+    handle = WorkerHandle(0, [0], 1, 0.1)
     now = time.monotonic()
     handle.record_ping(0, now - 5.0)
     handle.record_ack(ack(0))  # one slow ping, long ago

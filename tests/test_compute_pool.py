@@ -35,7 +35,7 @@ class Pool:
     """A pool of two compute workers and one asking shard worker, all on recording wires."""
 
     def __init__(self, queue_size: int = 2, compute_workers: int = 2) -> None:
-        self.asker = WorkerHandle(0, [0], 0.1)
+        self.asker = WorkerHandle(0, [0], 1, 0.1)
         self.asker.connection = Wire()  # type: ignore[assignment]
         self.asker.transition("spawning")
         self.asker.transition("ready")

@@ -91,6 +91,9 @@ class FakeHandler:
         self.restarted.extend(range(WORKERS))
         return f"rolling restart of {WORKERS} workers started"
 
+    async def reshard(self, shard_count: int | None) -> str:
+        return f"resharding to {shard_count}"
+
     def move_shard(self, shard_id: int, worker_id: int) -> str:
         if worker_id >= WORKERS:
             raise ValueError(f"no worker {worker_id}; workers are 0-{WORKERS - 1}")
@@ -191,6 +194,14 @@ async def test_status_stop_and_restart_round_trips(
         "error": "no worker 9; workers are 0-3",
     }
     assert handler.moved == [(5, 1)]
+    assert await call(socket_path, {"command": "reshard", "shards": 8}) == {
+        "ok": True,
+        "message": "resharding to 8",
+    }
+    assert await call(socket_path, {"command": "reshard"}) == {
+        "ok": True,
+        "message": "resharding to None",
+    }
 
     assert await call(socket_path, {"command": "stop"}) == {"ok": True, "message": "stopping"}
     assert handler.stops == 1
@@ -283,16 +294,17 @@ async def test_close_leaves_a_socket_file_that_is_no_longer_its_own(
         (
             b"{}\n",
             'request has no "command"; commands are '
-            "status, stop, restart, move, state_get, state_set",
+            "status, stop, restart, move, reshard, state_get, state_set",
         ),
         (
             b'{"command": "reboot"}\n',
             'unknown command "reboot"; commands are '
-            "status, stop, restart, move, state_get, state_set",
+            "status, stop, restart, move, reshard, state_get, state_set",
         ),
         (
             b'{"command": 3}\n',
-            "unknown command 3; commands are status, stop, restart, move, state_get, state_set",
+            "unknown command 3; commands are "
+            "status, stop, restart, move, reshard, state_get, state_set",
         ),
         (
             b'{"command": "restart"}\n',
@@ -313,6 +325,10 @@ async def test_close_leaves_a_socket_file_that_is_no_longer_its_own(
         (
             b'{"command": "restart", "worker": -1}\n',
             "bad restart request: worker: Expected `int` >= 0",
+        ),
+        (
+            b'{"command": "reshard", "shards": 0}\n',
+            "bad reshard request: shards: Expected `int` >= 1",
         ),
         (
             b'{"command": "move", "shard": 1}\n',

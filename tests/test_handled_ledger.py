@@ -79,7 +79,7 @@ def ready(handle: WorkerHandle, shard_id: int, seq: int) -> None:
 def test_the_next_process_resumes_from_the_ledgers_floor_and_skips_what_was_handled_past_it() -> (
     None
 ):
-    handle = WorkerHandle(0, [0, 1], 0.1)
+    handle = WorkerHandle(0, [0, 1], 2, 0.1)
     ready(handle, 0, 40)
     ready(handle, 1, 40)
     handle.record_handled(

@@ -21,7 +21,7 @@ def report(handle: WorkerHandle, session_id: str, seq: int) -> None:
 def test_the_session_a_margin_before_the_end_is_resumed(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [1000.0]
     monkeypatch.setattr(time, "monotonic", lambda: clock[0])
-    handle = WorkerHandle(0, [0], 0.1)
+    handle = WorkerHandle(0, [0], 1, 0.1)
     for seq in (10, 20, 30, 40):  # reported at 1000, 1001, 1002, 1003; now is 1004
         report(handle, "a", seq)
         clock[0] += 1.0
@@ -33,7 +33,7 @@ def test_the_session_a_margin_before_the_end_is_resumed(monkeypatch: pytest.Monk
 
 
 def test_reports_without_a_session_are_not_kept() -> None:
-    handle = WorkerHandle(0, [0], 0.1)
+    handle = WorkerHandle(0, [0], 1, 0.1)
     handle.remember_session(ShardHealth(shard_id=0, state="connecting", guilds=3))
     assert handle.sessions_to_resume(0.0) == {}
     assert handle.guild_counts == {0: 3}

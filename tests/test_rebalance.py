@@ -11,7 +11,7 @@ from sharder.workers import WorkerHandle
 
 
 def worker(worker_id: int, guilds: dict[int, int], rates: dict[int, float]) -> WorkerHandle:
-    handle = WorkerHandle(worker_id, sorted(guilds), 0.1)
+    handle = WorkerHandle(worker_id, sorted(guilds), 4, 0.1)
     for shard_id, count in guilds.items():
         handle.shards[shard_id] = ShardHealth(shard_id=shard_id, state="ready", guilds=count)
     handle.shard_rates.update(rates)

@@ -69,7 +69,7 @@ async def router() -> tuple[Router, dict[int, WorkerHandle]]:
 
 def make_router(clock: Clock = time.monotonic) -> tuple[Router, dict[int, WorkerHandle]]:
     table = RoutingTable.contiguous(2, 2)
-    workers = {n: WorkerHandle(n, table.shards_of(n), 0.1) for n in range(2)}
+    workers = {n: WorkerHandle(n, table.shards_of(n), 2, 0.1) for n in range(2)}
     for handle in workers.values():
         handle.connection = Wire()  # type: ignore[assignment]
         handle.transition("spawning")

@@ -75,7 +75,7 @@ async def test_a_move_that_cannot_be_done_is_refused_with_the_reason() -> None:
         await run.wait_ready()
         for arguments, error in (
             (("7", "1"), "no shard 7; shards are 0-3"),
-            (("1", "5"), "no worker 5; workers are 0-1"),
+            (("1", "5"), "no worker 5; workers are 0, 1"),
             (("1", "0"), "shard 1 is on worker 0 already"),
         ):
             refused = await asyncio.to_thread(run_cli, "move", *arguments, cwd=run.directory)

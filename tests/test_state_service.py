@@ -54,7 +54,7 @@ async def replied(handle: WorkerHandle) -> None:
 async def service(tmp_path: Path) -> Any:
     store = StateStore(tmp_path / "state.db")
     store.open()
-    handle = WorkerHandle(0, [0], 0.1)
+    handle = WorkerHandle(0, [0], 1, 0.1)
     handle.connection = Recorder()  # type: ignore[assignment]
     yield StateService(store, RoutingTable.contiguous(1, 1), {0: handle}), handle
     await store.close()
