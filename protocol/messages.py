@@ -244,6 +244,7 @@ class ShardDisconnect(Message, tag="SHARD_DISCONNECT"):
     shard_ids: list[ShardId]
     reason: str
     resumable: bool = False
+    close_code: int | None = None  # Discord's, when it ended the session for good (4011, ...)
 
 
 # -- routed commands ----------------------------------------------------------------------------

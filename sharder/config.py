@@ -55,6 +55,12 @@ class ShardingSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     rebalance_threshold: Annotated[float, msgspec.Meta(gt=1.0, le=100.0)] = 1.5
     # ... for this long without a break (and as long again after every move).
     rebalance_after: Positive = 300.0
+    # Reshard live to Discord's recommendation when it closes a shard with 4011 (the bot needs
+    # more shards), and when the recommendation reaches this times the shards run (0: never),
+    # asked every reshard_check_interval seconds.
+    reshard_on_4011: bool = True
+    reshard_at: Annotated[float, msgspec.Meta(ge=0.0)] = 0.0
+    reshard_check_interval: Annotated[float, msgspec.Meta(ge=1.0)] = 3600.0
 
 
 class SupervisorSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -143,6 +149,10 @@ class SimulatorSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     rest_global_limit: Count = 50  # REST requests per second per bot (Discord's default)
     traffic_rate: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     seed: int = 1
+    # GET /gateway/bot recommends a shard per this many guilds (0: the configured shards), and
+    # a shard with more than max_guilds_per_shard is closed with 4011, as Discord does.
+    guilds_per_shard: Annotated[int, msgspec.Meta(ge=0)] = 1000
+    max_guilds_per_shard: Count = 2500
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -159,6 +169,11 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     def check(self) -> None:
         """Rules between keys, which field constraints cannot state."""
+        if 0.0 < self.sharding.reshard_at <= 1.0:
+            raise ConfigError(
+                "sharding.reshard_at is a factor above 1 (reshard when Discord recommends that "
+                f"many times the shards run), or 0 for never; got {self.sharding.reshard_at}"
+            )
         if self.sharding.workers > self.sharding.shards:
             raise ConfigError(
                 f"sharding.workers ({self.sharding.workers}) must not exceed "

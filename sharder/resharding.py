@@ -54,6 +54,7 @@ class Reshard:
         state: StateService,
         step_timeout: float,
         on_cutover: Callable[[int], None],
+        why: str = "requested",
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
@@ -65,6 +66,7 @@ class Reshard:
         self.state_service = state
         self.step_timeout = step_timeout
         self.on_cutover = on_cutover
+        self.why = why
         self.clock = clock
         self.wall = wall
         self.from_shards = table.shard_count
@@ -98,9 +100,10 @@ class Reshard:
             handle.awaiting_cutover = True
             self.new.append(handle)
         log.info(
-            "resharding from %d to %d shards: workers %s start beside %s",
+            "resharding from %d to %d shards (%s): workers %s start beside %s",
             self.from_shards,
             shard_count,
+            why,
             [handle.id for handle in self.new],
             owners,
         )
@@ -145,6 +148,7 @@ class Reshard:
     def status(self) -> ReshardStatus:
         return ReshardStatus(
             state=self.state,
+            why=self.why,
             from_shards=self.from_shards,
             to_shards=self.to_shards,
             phase=self.phase if self.active else None,

@@ -46,6 +46,7 @@ log = logging.getLogger("sharder.supervisor")
 # is seen within a quarter beat of the heartbeat_misses'.
 LIVENESS_STAMPS_PER_BEAT = 4
 POISON_WINDOW = 10.0  # a process dying this soon after a handover drops the sessions
+SHARDING_REQUIRED = 4011  # Discord's close code: a shard holds too many guilds
 
 
 class ShardWorkers(ChildKind[WorkerHandle]):
@@ -63,7 +64,9 @@ class ShardWorkers(ChildKind[WorkerHandle]):
         rest_gate: RestGateHandle | None,
         on_heartbeat_ack: Callable[[ChildHandle, HeartbeatAck], None],
         wake: Callable[[], None],
+        sharding_required: Callable[[str], None],
     ) -> None:
+        """``sharding_required(why)``: Discord asked for more shards (close code 4011)."""
         super().__init__(list(by_id.values()), config, log_level)
         self.by_id = by_id
         self.discord = discord
@@ -72,6 +75,7 @@ class ShardWorkers(ChildKind[WorkerHandle]):
         self.rest_gate = rest_gate
         self.on_heartbeat_ack = on_heartbeat_ack
         self.wake = wake
+        self.sharding_required = sharding_required
         self.state = state
         self.router = Router(table, by_id, self, state, pool)
 
@@ -258,6 +262,11 @@ class ShardWorkers(ChildKind[WorkerHandle]):
             state: ShardState = "resuming" if disconnect.resumable else "down"
             health = ShardHealth(shard_id=shard_id, state=state, guilds=guilds)
             handle.set_shard_state(shard_id, health)
+        if disconnect.close_code == SHARDING_REQUIRED and not handle.awaiting_cutover:
+            self.sharding_required(
+                f"Discord closed shard {disconnect.shard_ids[0]} of {handle.shard_count} with "
+                f"{SHARDING_REQUIRED} (sharding required)"
+            )
         self.wake()
 
     def on_identify_request(self, handle: WorkerHandle, request: IdentifyRequest) -> None:

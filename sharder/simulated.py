@@ -47,6 +47,8 @@ class SimulatorChild:
             "--rest-route-limit", str(section.rest_route_limit),
             "--rest-route-window", str(section.rest_route_window),
             "--rest-global-limit", str(section.rest_global_limit),
+            "--guilds-per-shard", str(section.guilds_per_shard),
+            "--max-guilds-per-shard", str(section.max_guilds_per_shard),
             *(["--strict"] if section.strict else []),
         ]  # fmt: skip
         self.process: subprocess.Popen[bytes] | None = None

@@ -142,6 +142,7 @@ class ReshardStatus(msgspec.Struct, kw_only=True):
     state: ReshardState
     from_shards: int
     to_shards: int
+    why: str = "requested"  # or what Discord said
     phase: ReshardPhase | None = None  # while it runs
     shards_ready: int = 0  # of the new generation, with all their guilds
     reason: str | None = None  # why it failed
@@ -149,6 +150,8 @@ class ReshardStatus(msgspec.Struct, kw_only=True):
 
     def line(self) -> str:
         what = f"resharding from {self.from_shards} to {self.to_shards} shards"
+        if self.why != "requested":
+            what += f" ({self.why})"
         if self.state == "resharding":
             return f"{what}: {self.phase} ({self.shards_ready}/{self.to_shards} new shards ready)"
         took = f" in {self.took_s:.1f} s" if self.took_s is not None else ""

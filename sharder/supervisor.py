@@ -107,6 +107,9 @@ class Supervisor:
         self.roll: RollingRestart | None = None  # the last rolling restart
         self.move: ShardMove | None = None  # the last shard move
         self.reshard: Reshard | None = None  # the last live reshard
+        # Why the bot should reshard on its own (a 4011, the recommendation), until it begins.
+        self._reshard_wanted: str | None = None
+        self._resharding_soon: asyncio.Task[None] | None = None
         self.rebalancer = Rebalancer(
             sharding.rebalance, sharding.rebalance_threshold, sharding.rebalance_after
         )
@@ -149,6 +152,7 @@ class Supervisor:
             rest_gate=self.rest_gate,
             on_heartbeat_ack=self.children.on_heartbeat_ack,
             wake=self.wake,
+            sharding_required=self._sharding_required,
         )
         self.children.adopt(self.shard_workers)
         compute = list(self.compute.values())
@@ -197,6 +201,11 @@ class Supervisor:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self._on_signal, signum)
         loop.add_signal_handler(signal.SIGHUP, self._on_reload)
+        watching = (
+            loop.create_task(self._watch_recommendation())
+            if self.config.sharding.reshard_at
+            else None
+        )
         try:
             for child in self.children:
                 self.children.spawn(child)
@@ -208,6 +217,8 @@ class Supervisor:
                 self._tick()
             await self._shutdown()
         finally:
+            if watching is not None:
+                watching.cancel()
             for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
             self.children.kill_all()
@@ -228,6 +239,7 @@ class Supervisor:
         if self.reshard is not None:
             self.reshard.advance()
         self._rebalance(now)
+        self._reshard_if_wanted()
         workers = self.current_workers()
         if self.connected_after is None and all(handle.serving for handle in workers):
             self.connected_after = now - self.started_at
@@ -359,7 +371,7 @@ class Supervisor:
         self.wake()
         return f"moving shard {shard_id} from worker {source.id} to worker {worker_id}"
 
-    async def reshard_to(self, shard_count: int | None) -> str:
+    async def reshard_to(self, shard_count: int | None, why: str = "requested") -> str:
         """Reshard live (``resharding``) to ``shard_count``, or to Discord's recommendation
         rounded up to a multiple of ``max_concurrency``; returns once it has begun."""
         self._check_can_restart()
@@ -392,9 +404,54 @@ class Supervisor:
             self.state_service,
             self.config.supervisor.change_step_timeout,
             self._cut_over,
+            why,
         )
         self.wake()
         return f"resharding from {self.reshard.from_shards} to {shard_count} shards"
+
+    def _sharding_required(self, why: str) -> None:
+        if self.config.sharding.reshard_on_4011:
+            self._want_reshard(why)
+        else:
+            log.error("%s; reshard_on_4011 is off: `sharder reshard` when ready", why)
+
+    def _want_reshard(self, why: str) -> None:
+        self._reshard_wanted = why
+        self.wake()
+
+    def _reshard_if_wanted(self) -> None:
+        """Begin the reshard that is wanted once no other change runs (next pass, if one does)."""
+        why = self._reshard_wanted
+        if why is None or self._resharding_soon is not None or self._stop_requested:
+            return
+        if any(change is not None and change.active for change in self._changes()):
+            return
+        self._reshard_wanted = None
+        self._resharding_soon = asyncio.get_running_loop().create_task(self._auto_reshard(why))
+
+    async def _auto_reshard(self, why: str) -> None:
+        try:
+            log.warning("%s: %s", why, await self.reshard_to(None, why))
+        except ValueError as error:
+            log.error("%s, and the bot cannot reshard: %s", why, error)
+        finally:
+            self._resharding_soon = None
+
+    async def _watch_recommendation(self) -> None:
+        """Every ``reshard_check_interval``, reshard if Discord recommends ``reshard_at`` times
+        the shards that run or more."""
+        sharding = self.config.sharding
+        while True:
+            await asyncio.sleep(sharding.reshard_check_interval)
+            try:
+                recommended = (await self._gateway_facts()).recommended_shards
+            except gateway_info.GatewayUnavailable as error:
+                log.warning("cannot read Discord's shard recommendation: %s", error)
+                continue
+            if recommended >= sharding.reshard_at * self.table.shard_count:
+                self._want_reshard(
+                    f"Discord recommends {recommended} shards for {self.table.shard_count}"
+                )
 
     def _cut_over(self, generation: int) -> None:
         self.generation = generation

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import psutil
+
 from simulator.child import call_control
 from tests.sharder_run import run_cli, running_sharder
 from tests.test_sharder_handoff import STRICT, replies_to
@@ -59,3 +61,71 @@ async def test_a_reshard_from_4_to_8_under_traffic_answers_every_ping_once() -> 
         assert await run.ask(f"!call {guild} config", guild_id=guild) == 'ok {"p": 2}'
         sessions = await call_control(sim.control_url, "GET", "/sessions")
         assert {session["shard_count"] for session in sessions} == {8}  # the old ones ended
+
+
+async def test_a_reshard_that_fails_before_the_cutover_rolls_back_and_the_old_shards_serve_on() -> (
+    None
+):
+    # 32 guilds on 2 shards is more than the simulator lets a shard hold: the new generation's
+    # sessions are closed with 4011 and its workers fail.
+    crowded = STRICT + "max_guilds_per_shard = 10\n"
+    async with running_sharder(shards=4, workers=2, guilds=GUILDS, simulator=crowded) as run:
+        status = await run.wait_ready()
+        pids = [worker["pid"] for worker in status["workers"]]
+        children = len(psutil.Process(run.process.pid).children())
+        resharded = await asyncio.to_thread(run_cli, "reshard", "2", cwd=run.directory)
+        assert resharded.returncode == 1
+        assert "resharding from 4 to 2 shards failed" in resharded.stderr
+        assert "rolled back, 4 shards serve on" in resharded.stderr
+        status = await run.wait_until(lambda s: len(s["workers"]) == 2 and s["state"] == "running")
+        assert status["shard_count"] == 4 and status["reshard"]["state"] == "failed"
+        assert [worker["pid"] for worker in status["workers"]] == pids
+        assert "pong" in await run.ask("!ping")
+        sim = await run.simulator()
+        # The new generation's processes are gone, not left beside the old one.
+        await run.wait_until(lambda s: len(psutil.Process(run.process.pid).children()) == children)
+        sessions = await call_control(sim.control_url, "GET", "/sessions")
+        assert {session["shard_count"] for session in sessions} == {4}
+
+
+async def reshard_by_itself(run: Any, why: str) -> dict[str, Any]:
+    """Wait for a reshard the sharder began on its own, to its end."""
+    status = await run.wait_until(
+        lambda s: s["reshard"] is not None and s["reshard"]["state"] != "resharding", 60
+    )
+    assert status["reshard"]["state"] == "done", status["reshard"]
+    assert why in status["reshard"]["why"], status["reshard"]
+    return await run.wait_ready()
+
+
+async def test_discord_closing_shards_with_4011_reshards_to_its_recommendation() -> None:
+    crowded = STRICT + "max_guilds_per_shard = 10\nguilds_per_shard = 8\n"
+    async with running_sharder(shards=4, workers=2, guilds=GUILDS, simulator=crowded) as run:
+        await run.wait_ready()
+        sim = await run.simulator()
+        # 16 guilds more: 12 a shard, past the 10 a shard may hold.
+        added = await call_control(sim.control_url, "POST", "/guilds", {"count": 16})
+        assert added["sessions_closed"] == 4
+        status = await reshard_by_itself(run, "with 4011 (sharding required)")
+        # 48 guilds at 8 a shard: 6, rounded up to the identify buckets (4): 8.
+        assert status["shard_count"] == 8 and status["reshard"]["to_shards"] == 8
+        guild = added["ids"][0]
+        reply = await run.reply_to(await run.say("!ping", guild_id=guild))
+        assert reply.startswith(f"pong from shard {(guild >> 22) % 8}")
+
+
+async def test_a_recommendation_past_reshard_at_reshards_on_its_own() -> None:
+    async with running_sharder(
+        shards=4,
+        workers=2,
+        guilds=GUILDS,
+        simulator=STRICT + "guilds_per_shard = 8\n",
+        sharding="reshard_at = 1.5\nreshard_check_interval = 1.0\n",
+    ) as run:
+        await run.wait_ready()
+        sim = await run.simulator()
+        await asyncio.sleep(2.5)  # looked twice: 4 recommended for 4, nothing to do
+        assert (await run.status())["reshard"] is None
+        await call_control(sim.control_url, "POST", "/guilds", {"count": 24})  # 56: 7 shards
+        status = await reshard_by_itself(run, "Discord recommends 7 shards for 4")
+        assert status["shard_count"] == 8

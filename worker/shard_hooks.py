@@ -189,6 +189,22 @@ async def detach_shard(bot: hikari.GatewayBot, shard_id: int) -> Session | None:
     return session_of(shard)
 
 
+def install_close_watch(closed_for_good: Callable[[int, int, str], None]) -> None:
+    """Tell ``closed_for_good(shard_id, code, reason)`` when Discord closes a shard's session
+    with a code after which hikari does not reconnect (4011: the bot needs more shards)."""
+    check_hikari()
+    original = GatewayShardImpl._keep_alive
+
+    async def keep_alive_watched(self: GatewayShardImpl) -> None:
+        try:
+            await original(self)
+        except hikari.GatewayServerClosedConnectionError as error:
+            closed_for_good(self._shard_id, int(error.code or 0), error.reason)
+            raise
+
+    GatewayShardImpl._keep_alive = keep_alive_watched  # type: ignore[method-assign]
+
+
 # Set while this worker's hikari starts its shards: how many it starts.
 _starting: contextvars.ContextVar[int | None] = contextvars.ContextVar("starting", default=None)
 

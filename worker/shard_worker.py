@@ -132,6 +132,7 @@ class ShardWorker:
         shard_hooks.install(self._wait_for_identify_grant, self._identify_sent)
         shard_hooks.install_one_window()
         shard_hooks.install_dispatch_tracking(self.handled, self.generation)
+        shard_hooks.install_close_watch(self._closed_for_good)
         serving = asyncio.create_task(self._serve())
         lag_probe = asyncio.create_task(self.health.probe_loop_lag())
         load_watch: asyncio.Task[None] | None = None
@@ -247,6 +248,12 @@ class ShardWorker:
                     shard_ids=[shard_id], reason="gateway connection lost", resumable=True
                 )
             )
+
+    def _closed_for_good(self, shard_id: int, code: int, reason: str) -> None:
+        log.error("Discord closed shard %d for good: %d %s", shard_id, code, reason)
+        self.states[shard_id] = "down"
+        message = f"closed by Discord with {code} ({reason})"
+        self.link.send(ShardDisconnect(shard_ids=[shard_id], reason=message, close_code=code))
 
     def _report_handled(self, shards: list[ShardHandled]) -> None:
         self.link.send(HandledReport(shards=shards))
