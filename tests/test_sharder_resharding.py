@@ -11,7 +11,7 @@ from typing import Any
 import psutil
 
 from simulator.child import call_control
-from tests.sharder_run import run_cli, running_sharder
+from tests.sharder_run import RunningSharder, run_cli, running_sharder
 from tests.test_sharder_handoff import STRICT, replies_to
 from tests.test_sharder_rolling import gateway_counts, pings_until
 
@@ -88,7 +88,7 @@ async def test_a_reshard_that_fails_before_the_cutover_rolls_back_and_the_old_sh
         assert {session["shard_count"] for session in sessions} == {4}
 
 
-async def reshard_by_itself(run: Any, why: str) -> dict[str, Any]:
+async def reshard_by_itself(run: RunningSharder, why: str) -> dict[str, Any]:
     """Wait for a reshard the sharder began on its own, to its end."""
     status = await run.wait_until(
         lambda s: s["reshard"] is not None and s["reshard"]["state"] != "resharding", 60
