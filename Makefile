@@ -38,6 +38,7 @@ bench: install
 	$(BIN)/python scripts/bench_hostile.py
 	$(BIN)/python scripts/bench_chaos.py
 	$(BIN)/python scripts/bench_rolling.py
+	$(BIN)/python scripts/bench_reshard.py
 
 lint: install
 	$(BIN)/ruff check .
