@@ -186,8 +186,8 @@ class ComputePool:
         handle.task = None
         handle.tasks_done += 1
         self.counts.done += 1
-        origin = self.workers[handle.task_origin].connection
-        if origin is not None and origin.is_open:
+        origin = self._connection_of(handle.task_origin)
+        if origin is not None:
             origin.forward_soon(frame)
         self._dispatch()
 
@@ -228,6 +228,13 @@ class ComputePool:
         return "; ".join(handle.describe() for handle in self.handles.values())
 
     def _answer(self, worker_id: int, nonce: int, code: ErrorCode, message: str) -> None:
-        connection = self.workers[worker_id].connection
-        if connection is not None and connection.is_open:
+        connection = self._connection_of(worker_id)
+        if connection is not None:
             connection.send_soon(ReplyError(nonce=nonce, code=code, message=message))
+
+    def _connection_of(self, worker_id: int) -> Connection | None:
+        """The open link of the worker that asked; None once it is gone (a reshard retires
+        workers for good)."""
+        handle = self.workers.get(worker_id)
+        connection = handle.connection if handle is not None else None
+        return connection if connection is not None and connection.is_open else None
