@@ -104,6 +104,8 @@ class ShardHealth(msgspec.Struct, kw_only=True, omit_defaults=True):
 # Handled dispatches a shard keeps past its floor: past this, the oldest unhandled one is given
 # up on (a handler that never ends must not grow the ledger, nor the replay, without bound).
 HANDLED_ABOVE_MAX = 4096
+HANDLED_CREATED_MAX = 4096  # snowflakes in one report; more go in the next
+CATCH_UP_MAX = 500_000  # snowflakes an old generation handled during a reshard, kept at most
 
 
 class ShardHandled(msgspec.Struct, kw_only=True, array_like=True):
@@ -123,6 +125,9 @@ class HandledReport(Message, tag="HANDLED"):
     """
 
     shards: list[ShardHandled]
+    # The messages and interactions (their snowflakes) whose handling ended since the last
+    # report: a reshard's new generation runs those of the old one's that it did not.
+    created: Annotated[list[Snowflake], msgspec.Meta(max_length=HANDLED_CREATED_MAX)] = []
 
 
 class HeartbeatAck(Message, tag="HEARTBEAT_ACK"):
@@ -233,6 +238,13 @@ class Cutover(Message, tag="CUTOVER"):
     the events and the old one no longer does (``worker.cutover``)."""
 
     at: float
+
+
+class CatchUp(Message, tag="CATCH_UP"):
+    """Master -> worker of a reshard's new generation, once the old one is gone: the messages
+    and interactions it handled; run those from before the cutover that it did not."""
+
+    handled: Annotated[list[Snowflake], msgspec.Meta(max_length=CATCH_UP_MAX)] = []
 
 
 class ShardDisconnect(Message, tag="SHARD_DISCONNECT"):
@@ -394,6 +406,7 @@ AnyMessage = (
     | ShardRelease
     | ShardReleased
     | Cutover
+    | CatchUp
 )
 
 CATALOGUE: dict[str, type[Message]] = {

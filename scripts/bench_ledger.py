@@ -49,8 +49,8 @@ async def worker_side(events: int, per_turn: int) -> tuple[float, list[bytes]]:
     encoder = FrameEncoder()
     frames: list[bytes] = []
 
-    def report(shards: list[ShardHandled]) -> None:
-        frames.append(encoder.encode(HandledReport(shards=shards)))
+    def report(shards: list[ShardHandled], created: list[int]) -> None:
+        frames.append(encoder.encode(HandledReport(shards=shards, created=created)))
 
     handled = HandledDispatches({}, report)
     seqs = [0] * SHARDS

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 
 from protocol import RoutingTable, contiguous_assignment
-from protocol.messages import Cutover
+from protocol.messages import CATCH_UP_MAX, CatchUp, Cutover
 from sharder.children import Children
 from sharder.shard_workers import ShardWorkers
 from sharder.state_service import StateService
@@ -76,9 +76,11 @@ class Reshard:
         self.reason: str | None = None
         self.started_at = self.since = clock()
         self.ended_at: float | None = None
-        self.cutover_at = 0.0  # wall clock, once named
+        self.cutover_at: float | None = None  # wall clock, once named
         owners = table.owners()
         self.old = [workers[owner] for owner in owners]
+        for handle in self.old:  # what they handle, for the new generation's catch-up
+            handle.created_handled = set()
         generation = self.old[0].generation + 1
         first = max(workers) + 1
         self.new_table = RoutingTable(
@@ -134,12 +136,14 @@ class Reshard:
                     f"within {self.step_timeout:g} s"
                 )
         elif self.phase == "cutover":
+            assert self.cutover_at is not None
             if self.wall() >= self.cutover_at + RETIRE_AFTER:
                 for handle in self.old:
                     self._retire(handle, "resharded")
                 self.phase = "retiring"
                 self.since = now
         elif all(handle.process is None for handle in self.old):
+            self._catch_up()
             self._end("done", None)
 
     def shards_ready(self) -> int:
@@ -153,6 +157,7 @@ class Reshard:
             to_shards=self.to_shards,
             phase=self.phase if self.active else None,
             shards_ready=self.shards_ready() if self.phase == "connecting" else self.to_shards,
+            cutover_at=self.cutover_at,
             reason=self.reason,
             took_s=(
                 round(self.ended_at - self.started_at, 3) if self.ended_at is not None else None
@@ -166,8 +171,8 @@ class Reshard:
     # -- the steps -------------------------------------------------------------------------------
 
     def _cut_over(self) -> None:
-        self.cutover_at = self.wall() + CUTOVER_LEAD
-        cutover = Cutover(at=self.cutover_at)
+        at = self.cutover_at = self.wall() + CUTOVER_LEAD
+        cutover = Cutover(at=at)
         for handle in (*self.old, *self.new):
             if handle.connection is not None and handle.connection.is_open:
                 handle.connection.send_soon(cutover)
@@ -181,11 +186,25 @@ class Reshard:
         log.info(
             "cutover to %d shards at %.3f (%.1f s after the start)",
             self.to_shards,
-            self.cutover_at,
+            at,
             self.since - self.started_at,
         )
 
+    def _catch_up(self) -> None:
+        """The old generation is gone, and with it every report of what it handled: the new
+        one runs what it set aside from before the cutover that the old did not handle."""
+        handled: set[int] = set()
+        for handle in self.old:
+            handled |= handle.created_handled or set()
+            handle.created_handled = None
+        catch_up = CatchUp(handled=sorted(handled)[-CATCH_UP_MAX:])
+        for handle in self.new:
+            if handle.connection is not None and handle.connection.is_open:
+                handle.connection.send_soon(catch_up)
+
     def _roll_back(self, reason: str) -> None:
+        for handle in self.old:
+            handle.created_handled = None
         for handle in self.new:
             self._retire(handle, "reshard rolled back")
         self.state_service.incoming = None

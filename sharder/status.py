@@ -145,6 +145,7 @@ class ReshardStatus(msgspec.Struct, kw_only=True):
     why: str = "requested"  # or what Discord said
     phase: ReshardPhase | None = None  # while it runs
     shards_ready: int = 0  # of the new generation, with all their guilds
+    cutover_at: float | None = None  # the instant named (Unix time), once it was
     reason: str | None = None  # why it failed
     took_s: float | None = None  # start to end, once ended
 

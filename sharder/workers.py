@@ -14,6 +14,7 @@ from collections.abc import Collection
 
 from protocol.liveness import Liveness
 from protocol.messages import (
+    CATCH_UP_MAX,
     ComputeRequest,
     HandledReport,
     HeartbeatAck,
@@ -136,6 +137,8 @@ class WorkerHandle(ChildHandle):
         self.spawned_with_sessions = False
         self.standby: StandbyHandle | None = None  # a process started to take its place
         self.released: set[int] = set()  # shards its process stopped for another worker
+        # During a reshard, the old generation's: the messages and interactions it handled.
+        self.created_handled: set[int] | None = None
 
     def describe(self) -> str:
         """Why this worker cannot take a request, in words for an error reply."""
@@ -175,6 +178,8 @@ class WorkerHandle(ChildHandle):
         for shard in report.shards:
             if shard.shard_id in self.shards:
                 self.handled[shard.shard_id] = shard
+        if self.created_handled is not None and len(self.created_handled) < CATCH_UP_MAX:
+            self.created_handled.update(report.created)
 
     def forget_sessions(self) -> None:
         """The next process starts new sessions."""

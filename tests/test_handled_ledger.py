@@ -34,7 +34,7 @@ def test_a_handler_that_never_ends_does_not_grow_the_ledger_without_bound() -> N
 
 async def test_a_dispatch_is_handled_once_its_listeners_end_and_reported_that_turn() -> None:
     reports: list[list[ShardHandled]] = []
-    handled = HandledDispatches({}, reports.append)
+    handled = HandledDispatches({}, lambda shards, created: reports.append(shards))
     listener = asyncio.get_running_loop().create_future()
     handled.consumed(0, "s", 1, [])  # no listener: handled at once
     handled.consumed(0, "s", 2, [listener])
@@ -46,9 +46,26 @@ async def test_a_dispatch_is_handled_once_its_listeners_end_and_reported_that_tu
     assert reports[-1] == [ShardHandled(shard_id=0, session_id="s", floor=2, above=[])]
 
 
+async def test_the_messages_and_interactions_handled_are_reported_by_snowflake() -> None:
+    reports: list[tuple[list[int], list[int]]] = []
+    handled = HandledDispatches(
+        {}, lambda shards, created: reports.append(([s.floor for s in shards], created))
+    )
+    listener = asyncio.get_running_loop().create_future()
+    handled.consumed(0, "s", 1, [], created=1_001)  # a message nobody listens to: handled
+    handled.consumed(0, "s", 2, [listener], created=1_002)  # its handler still runs
+    handled.consumed(0, "s", 3, [])  # not a message: nothing to report by snowflake
+    await asyncio.sleep(0)
+    assert reports == [([1], [1_001])]
+    listener.set_result(None)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert reports[-1] == ([3], [1_002])
+
+
 async def test_a_cancelled_listener_leaves_its_dispatch_unhandled() -> None:
     reports: list[list[ShardHandled]] = []
-    handled = HandledDispatches({}, reports.append)
+    handled = HandledDispatches({}, lambda shards, created: reports.append(shards))
     listener = asyncio.get_running_loop().create_future()
     handled.consumed(0, "s", 1, [listener])
     listener.cancel()
@@ -60,7 +77,7 @@ async def test_a_cancelled_listener_leaves_its_dispatch_unhandled() -> None:
 
 async def test_a_resumed_session_skips_the_replays_handled_before_and_runs_the_rest() -> None:
     sessions = {3: Session("s", 10, "ws://resume", frozenset({12, 13}), received=14)}
-    handled = HandledDispatches(sessions, lambda _: None)
+    handled = HandledDispatches(sessions, lambda shards, created: None)
     assert [seq for seq in (11, 12, 13, 14, 15) if handled.runs(3, "s", seq)] == [11, 14, 15]
     # 11 and 14 were received before and not known handled: replays; 15 is new.
     assert [seq for seq in (11, 14, 15) if handled.replayed(3, "s", seq)] == [11, 14]

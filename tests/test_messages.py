@@ -7,6 +7,7 @@ import pytest
 
 from protocol import CATALOGUE, FrameDecoder, FrameEncoder, deadline_in
 from protocol.messages import (
+    CatchUp,
     CommandBroadcast,
     CommandExec,
     ComputeRequest,
@@ -69,6 +70,7 @@ SAMPLES: list[Message] = [
     ShardDisconnect(shard_ids=[6, 7], reason="rolling restart", resumable=True),
     WorkerStandby(),
     Cutover(at=1_796_000_000.25),
+    CatchUp(handled=[GUILD, GUILD + 1]),
     ShardRelease(shard_ids=[6]),
     ShardReleased(shard_id=6, session=Session("abc", 52, "ws://127.0.0.1:1/gateway")),
     ShardTake(

@@ -10,6 +10,7 @@ from typing import Any
 
 import psutil
 
+from scripts.bench_chaos import snowflake_time
 from simulator.child import call_control
 from tests.sharder_run import RunningSharder, run_cli, running_sharder
 from tests.test_sharder_handoff import STRICT, replies_to
@@ -98,17 +99,45 @@ async def reshard_by_itself(run: RunningSharder, why: str) -> dict[str, Any]:
     return await run.wait_ready()
 
 
+async def pings_to_the_new_generation(
+    run: RunningSharder, guilds: list[int], sent: list[dict[str, Any]]
+) -> None:
+    """Pings, from the moment the new generation has a session, to guilds on its shards that
+    are connected, until the reshard ends."""
+    sim = await run.simulator()
+    while (await run.status())["reshard"]["state"] == "resharding":
+        sessions = await call_control(sim.control_url, "GET", "/sessions")
+        up = {s["shard_id"] for s in sessions if s["shard_count"] == 8 and s["connected"]}
+        targets = [guild for guild in guilds if (guild >> 22) % 8 in up]
+        if targets:
+            body = {"content": "!ping", "guild_id": targets[len(sent) % len(targets)]}
+            sent.append(await call_control(sim.control_url, "POST", "/messages", body))
+        await asyncio.sleep(0.05)
+
+
 async def test_discord_closing_shards_with_4011_reshards_to_its_recommendation() -> None:
     crowded = STRICT + "max_guilds_per_shard = 10\nguilds_per_shard = 8\n"
     async with running_sharder(shards=4, workers=2, guilds=GUILDS, simulator=crowded) as run:
         await run.wait_ready()
         sim = await run.simulator()
+        guilds = (await call_control(sim.control_url, "GET", "/world"))["guild_ids"]
         # 16 guilds more: 12 a shard, past the 10 a shard may hold.
         added = await call_control(sim.control_url, "POST", "/guilds", {"count": 16})
         assert added["sessions_closed"] == 4
+        # The old shards are down: what users say from now on reaches only the new generation,
+        # muted until the cutover; it sets those messages aside and runs them after it.
+        await run.wait_until(lambda s: s["reshard"] is not None)
+        sent: list[dict[str, Any]] = []
+        await pings_to_the_new_generation(run, guilds, sent)
         status = await reshard_by_itself(run, "with 4011 (sharding required)")
         # 48 guilds at 8 a shard: 6, rounded up to the identify buckets (4): 8.
         assert status["shard_count"] == 8 and status["reshard"]["to_shards"] == 8
+        counts = await replies_to(run, sent)
+        assert all(count == 1 for count in counts.values()), counts
+        cutover = status["reshard"]["cutover_at"]
+        caught_up = [m for m in sent if snowflake_time(m["id"]) < cutover]
+        print(f"{len(sent)} pings, {len(caught_up)} before the cutover: all answered once")
+        assert caught_up, "no ping reached the new generation before the cutover"
         guild = added["ids"][0]
         reply = await run.reply_to(await run.say("!ping", guild_id=guild))
         assert reply.startswith(f"pong from shard {(guild >> 22) % 8}")

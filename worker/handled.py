@@ -18,7 +18,7 @@ import contextvars
 from collections.abc import Callable
 from typing import Any
 
-from protocol.messages import HANDLED_ABOVE_MAX, ShardHandled
+from protocol.messages import HANDLED_ABOVE_MAX, HANDLED_CREATED_MAX, ShardHandled
 from worker.spec import Session
 
 # True in the listeners of a replayed dispatch that an earlier process received but is not
@@ -68,8 +68,14 @@ class HandledSeqs:
 class HandledDispatches:
     """Every shard's handled dispatches in this process, and the report of what changed."""
 
-    def __init__(self, sessions: dict[int, Session], report: Callable[[list[ShardHandled]], None]):
+    def __init__(
+        self,
+        sessions: dict[int, Session],
+        report: Callable[[list[ShardHandled], list[int]], None],
+    ):
+        """``report(shards, created)``: what moved on since the last report (``flush``)."""
         self._report = report
+        self._created: list[int] = []  # snowflakes of messages and interactions handled
         self._shards: dict[int, HandledSeqs] = {}
         # Replayed dispatches of the resumed sessions: those handled before are skipped, the
         # others up to what the earlier process received are replays.
@@ -107,12 +113,18 @@ class HandledDispatches:
         return replay is not None and replay[0] == session_id and seq <= replay[2]
 
     def consumed(
-        self, shard_id: int, session_id: str, seq: int, listeners: list[asyncio.Future[Any]]
+        self,
+        shard_id: int,
+        session_id: str,
+        seq: int,
+        listeners: list[asyncio.Future[Any]],
+        created: int | None = None,
     ) -> None:
-        """hikari consumed the dispatch and started ``listeners``: handled once they end."""
+        """hikari consumed the dispatch and started ``listeners``: handled once they end.
+        ``created``: the snowflake of the message or interaction it made, if bot code ran."""
         running = [listener for listener in listeners if not listener.done()]
         if not running:  # no listener for its events (most of a guild load): handled now
-            self._handled(shard_id, session_id, seq)
+            self._handled(shard_id, session_id, seq, created)
             return
         done = running[0] if len(running) == 1 else asyncio.gather(*running)
         self._in_flight[done] = shard_id
@@ -121,7 +133,7 @@ class HandledDispatches:
             self._in_flight.pop(future, None)
             # A listener cancelled (the process stopping) did not handle it: it is replayed.
             if not future.cancelled() and future.exception() is None:
-                self._handled(shard_id, session_id, seq)
+                self._handled(shard_id, session_id, seq, created)
 
         done.add_done_callback(finished)
 
@@ -134,7 +146,7 @@ class HandledDispatches:
         _, pending = await asyncio.wait(running, timeout=timeout)
         return len(pending)
 
-    def _handled(self, shard_id: int, session_id: str, seq: int) -> None:
+    def _handled(self, shard_id: int, session_id: str, seq: int, created: int | None) -> None:
         seqs = self._shards.get(shard_id)
         if seqs is None or seqs.session_id != session_id:
             seqs = self._shards[shard_id] = HandledSeqs(session_id)
@@ -143,9 +155,20 @@ class HandledDispatches:
         if not self._changed:
             self._loop.call_soon(self.flush)
         self._changed.add(shard_id)
+        if created is not None:
+            self._created.append(created)
 
     def flush(self) -> None:
         """Report the shards whose handled dispatches moved on since the last report."""
         if self._changed:
-            self._report([self._shards[shard_id].snapshot(shard_id) for shard_id in self._changed])
+            created, self._created = (
+                self._created[:HANDLED_CREATED_MAX],
+                self._created[HANDLED_CREATED_MAX:],
+            )
+            self._report(
+                [self._shards[shard_id].snapshot(shard_id) for shard_id in self._changed], created
+            )
             self._changed.clear()
+            if self._created:  # more than one report holds: the rest in the next
+                self._changed.update(self._shards)
+                self._loop.call_soon(self.flush)

@@ -38,6 +38,7 @@ from hikari.impl.rest import RESTClientImpl
 from hikari.impl.shard import GatewayShardImpl
 from hikari.internal.routes import CompiledRoute
 
+from worker.cutover import created_id
 from worker.handled import replaying
 from worker.spec import Session
 
@@ -288,14 +289,23 @@ class DispatchTracker(Protocol):
         """Whether it is a replay of one an earlier process received (``replaying``)."""
 
     def consumed(
-        self, shard_id: int, session_id: str, seq: int, listeners: list[asyncio.Future[Any]]
+        self,
+        shard_id: int,
+        session_id: str,
+        seq: int,
+        listeners: list[asyncio.Future[Any]],
+        created: int | None = None,
     ) -> None:
-        """hikari consumed the dispatch (its cache updated) and started ``listeners``."""
+        """hikari consumed the dispatch (its cache updated) and started ``listeners``;
+        ``created``: the snowflake of the message or interaction it made, if they ran."""
 
 
 class Generation(Protocol):
     def ours(self, event_name: str, payload: Any) -> bool:
         """Whether this generation of shards handles the dispatch (``worker.cutover``)."""
+
+    def hold(self, created: int, event_name: str, shard_id: int, payload: Any) -> None:
+        """A message or interaction that is not this generation's (to run if nobody did)."""
 
 
 # The listeners started for the dispatch being consumed, or None while none is; a dispatch is
@@ -337,10 +347,13 @@ def install_dispatch_tracking(tracker: DispatchTracker, generation: Generation) 
         if seq is None or session_id is None:  # not a session's dispatch: nothing to follow
             consume(self, event_name, shard, payload)
             return
+        created = created_id(event_name, payload)
         if not tracker.runs(shard_id, session_id, seq):
             started = _MUTED
         elif not generation.ours(event_name, payload):
             started = _OTHERS
+            if created is not None:
+                generation.hold(created, event_name, shard_id, payload)
         else:
             started = []
         _started = started
@@ -355,7 +368,29 @@ def install_dispatch_tracking(tracker: DispatchTracker, generation: Generation) 
             _started = None
             replaying.reset(replay)
             if started is not _MUTED:
-                tracker.consumed(shard_id, session_id, seq, started)
+                ran = created if started is not _OTHERS else None
+                tracker.consumed(shard_id, session_id, seq, started, ran)
 
     EventManagerBase.dispatch = dispatch_followed  # type: ignore[method-assign,assignment]
     EventManagerBase.consume_raw_event = consume_followed  # type: ignore[method-assign]
+    global _consume_untracked
+    _consume_untracked = consume
+
+
+# hikari's own consumption, for dispatches run again outside the ledger (``dispatch_again``).
+_consume_untracked: Callable[[EventManagerBase, str, hikari.api.GatewayShard, Any], None] | None
+_consume_untracked = None
+
+
+def dispatch_again(bot: hikari.GatewayBot, shard_id: int, event_name: str, payload: Any) -> None:
+    """Run bot code for a dispatch consumed earlier without it (a reshard's catch-up): its
+    listeners start now, outside the handled-event ledger (its sequence number is long past),
+    with ``ctx.in_replay()`` true."""
+    shard = bot.shards.get(shard_id)
+    if shard is None or _consume_untracked is None:
+        return
+    replay = replaying.set(True)
+    try:
+        _consume_untracked(bot.event_manager, event_name, shard, payload)  # type: ignore[arg-type]
+    finally:
+        replaying.reset(replay)

@@ -30,6 +30,7 @@ from child.link import MasterLink, RequestError
 from child.runtime import EXIT_UNUSABLE
 from protocol import AnyMessage, shard_for_guild
 from protocol.messages import (
+    CatchUp,
     CommandBroadcast,
     CommandExec,
     Cutover,
@@ -50,7 +51,7 @@ from protocol.messages import (
 )
 from worker import shard_hooks
 from worker.context import ShardContext
-from worker.cutover import CutoverGate
+from worker.cutover import CutoverGate, Held
 from worker.entry_points import load_entry_point
 from worker.handled import HandledDispatches
 from worker.shard_commands import ShardCommands
@@ -249,14 +250,18 @@ class ShardWorker:
                 )
             )
 
+    def _run_again(self, held: Held) -> None:
+        event_name, shard_id, payload = held
+        shard_hooks.dispatch_again(self.bot, shard_id, event_name, payload)
+
     def _closed_for_good(self, shard_id: int, code: int, reason: str) -> None:
         log.error("Discord closed shard %d for good: %d %s", shard_id, code, reason)
         self.states[shard_id] = "down"
         message = f"closed by Discord with {code} ({reason})"
         self.link.send(ShardDisconnect(shard_ids=[shard_id], reason=message, close_code=code))
 
-    def _report_handled(self, shards: list[ShardHandled]) -> None:
-        self.link.send(HandledReport(shards=shards))
+    def _report_handled(self, shards: list[ShardHandled], created: list[int]) -> None:
+        self.link.send(HandledReport(shards=shards, created=created))
 
     async def _hand_over(self) -> None:
         """Leave the sessions to the next process: finish what bot code is handling, report
@@ -398,6 +403,14 @@ class ShardWorker:
                 "new" if self.spec.new_generation else "old",
             )
             self.generation.cut(message.at)
+        elif isinstance(message, CatchUp):
+            missed = self.generation.catch_up(set(message.handled), self._run_again)
+            log.info(
+                "caught up: %d messages and interactions the old generation did not handle "
+                "(%d set aside were dropped)",
+                missed,
+                self.generation.dropped,
+            )
         elif isinstance(message, ShardRelease):
             self._in_background(self._release(message.shard_ids))
         elif isinstance(message, ShardDisconnect):
