@@ -3,13 +3,17 @@ change without downtime (``bench_rolling``, ``bench_reshard``) share.
 
 The sharder runs as a user runs it (``python -m sharder start --simulate``, the reference bot).
 Pings go at a steady rate to one channel of every guild in turn, through the simulator's
-control API, for ``settle`` seconds, then through the change (asked on the control socket and
-followed in the status until it ends), then ``settle`` seconds more. Afterwards each ping
-counts as answered once, twice or more, or never, and its reply latency (reply snowflake minus
-ping snowflake: both the simulator's clock) says how long it waited. The figures that matter
-are over the pings sent while the change ran, against those sent before it: the worst wait,
-and the longest the bot went without answering anything; and the sessions the change started
-(IDENTIFYs) or resumed, and the identify rules it broke, as the simulator counted them.
+control API, for ``2 * settle`` seconds, then through the change (asked on the control socket
+and followed in the status until it ends), then ``settle`` seconds more. The first ``settle``
+seconds are not counted: a large world's sharder answers slowly for a few seconds after it
+reports ready (10,000 guilds: replies of up to 5 s), which is not what a change costs.
+
+Afterwards each ping counts as answered once, twice or more, or never, and its reply latency
+(reply snowflake minus ping snowflake: both the simulator's clock) says how long it waited.
+The figures that matter are over the pings sent while the change ran, against those sent in
+the counted seconds before it: the worst wait, and the longest the bot went without answering
+anything; and the sessions the change started (IDENTIFYs) or resumed, and the identify rules
+it broke, as the simulator counted them.
 """
 
 from __future__ import annotations
@@ -178,6 +182,8 @@ async def measure_change(
         stop = asyncio.Event()
         pinging = asyncio.create_task(traffic.run(stop))
         await asyncio.sleep(settle)
+        measured_from = time.time()
+        await asyncio.sleep(settle)
         before = await call_control(control, "GET", "/stats")
         started = time.time()  # the simulator's snowflakes are of the wall clock
         answer = await call(socket, request)
@@ -189,11 +195,10 @@ async def measure_change(
         await pinging
         after = await call_control(control, "GET", "/stats")
         replies = await traffic.replies()
-        first = traffic.sent[0][1]
         return ChangeRun(
             took=took,
             phases=phases,
-            before=ReplyReport.of(traffic.sent, replies, first, started),
+            before=ReplyReport.of(traffic.sent, replies, measured_from, started),
             during=ReplyReport.of(traffic.sent, replies, started, started + took),
             gateway={key: after[key] - before[key] for key in GATEWAY_COUNTS},
         )
