@@ -126,6 +126,7 @@ def test_the_hook_refuses_a_hikari_whose_send_changed(monkeypatch: pytest.Monkey
     async def moved(self: Any, payload: Any) -> None: ...
 
     monkeypatch.setattr(GatewayShardImpl, "_send_json", moved)
+    shard_hooks.check_hikari.cache_clear()  # read once per process: read again, now
     with pytest.raises(shard_hooks.UnsupportedHikari, match="_send_json"):
         shard_hooks.check_hikari()
 

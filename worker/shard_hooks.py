@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import inspect
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
@@ -53,8 +54,13 @@ class UnsupportedHikari(RuntimeError):
     pass
 
 
+@functools.cache
 def check_hikari() -> None:
-    """Fail loudly if this hikari is not the one the hook was written against."""
+    """Fail loudly if this hikari is not the one the hook was written against.
+
+    Read once, before any hook replaces what it reads: the hooks' own functions would not
+    pass (an exception is not cached: every call raises it again).
+    """
     if not hikari.__version__.startswith(SUPPORTED_HIKARI):
         raise UnsupportedHikari(
             f"hikari {hikari.__version__}; the identify hook needs {SUPPORTED_HIKARI}x"
