@@ -15,58 +15,23 @@ silence.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-import uvloop
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from scripts.change_bench import measure_change, medians
-
-CONFIG = """
-log_level = "WARNING"
-[sharding]
-shards = {shards}
-workers = {workers}
-[supervisor]
-heartbeat_interval = 0.5
-[simulator]
-guilds = {guilds}
-members_per_guild = {members}
-max_concurrency = 1
-strict = true
-rest_route_limit = 1000
-"""
+from scripts.change_bench import arguments, config, lost_and_doubles, measure_runs
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--guilds", type=int, default=2000)
-    parser.add_argument("--members", type=int, default=25)
-    parser.add_argument("--shards", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--rate", type=float, default=20.0)
-    parser.add_argument("--settle", type=float, default=5.0)
-    args = parser.parse_args()
+    args = arguments(__doc__.split("\n\n")[0], shards=8, workers=4).parse_args()
     print(
         f"rolling restart of {args.workers} workers ({args.shards} shards, {args.guilds} guilds "
         f"x {args.members} members) under {args.rate:g} pings/s, {args.runs} runs"
     )
-    config = CONFIG.format(
-        shards=args.shards, workers=args.workers, guilds=args.guilds, members=args.members
-    )
     request = {"command": "restart", "rolling": True}
-    runs = []
-    for number in range(1, args.runs + 1):
-        run = uvloop.run(measure_change(config, request, "roll", args.rate, args.settle))
-        runs.append(run)
-        print(f"run {number}: " + "\n".join(run.lines("roll")), flush=True)
-    print(medians(runs, "roll"))
-    lost = sum(run.during.lost + run.before.lost for run in runs)
-    doubles = sum(run.during.doubles + run.before.doubles for run in runs)
+    runs = measure_runs(args.runs, config(args, 1), request, "roll", args.rate, args.settle)
+    lost, doubles = lost_and_doubles(runs)
     identifies = sum(run.gateway["identifies"] for run in runs)
     print(
         f"all runs: {lost} lost, {doubles} answered twice, {identifies} identifies "

@@ -18,6 +18,7 @@ it broke, as the simulator counted them.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import itertools
 import shutil
@@ -29,6 +30,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import uvloop
 
 from scripts.bench_chaos import percentile, snowflake_time
 from scripts.bench_routing import launch_master, stop_master, wait_ready
@@ -208,6 +211,66 @@ async def measure_change(
     finally:
         stop_master(process)
         shutil.rmtree(directory, ignore_errors=True)
+
+
+CONFIG = """
+log_level = "WARNING"
+[sharding]
+shards = {shards}
+workers = {workers}
+[supervisor]
+heartbeat_interval = 0.5
+[simulator]
+guilds = {guilds}
+members_per_guild = {members}
+max_concurrency = {max_concurrency}
+strict = true
+rest_route_limit = 1000
+"""
+
+
+def arguments(description: str, shards: int, workers: int) -> argparse.ArgumentParser:
+    """The flags every benchmark of change takes; ``shards`` and ``workers`` their defaults."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--guilds", type=int, default=2000)
+    parser.add_argument("--members", type=int, default=25)
+    parser.add_argument("--shards", type=int, default=shards)
+    parser.add_argument("--workers", type=int, default=workers)
+    parser.add_argument("--rate", type=float, default=20.0)
+    parser.add_argument("--settle", type=float, default=5.0)
+    return parser
+
+
+def config(args: argparse.Namespace, max_concurrency: int) -> str:
+    """The sharder's: the world the flags ask for, a strict simulator with Discord's identify
+    window and room in its REST buckets (the replies go to a new channel each)."""
+    return CONFIG.format(
+        shards=args.shards,
+        workers=args.workers,
+        guilds=args.guilds,
+        members=args.members,
+        max_concurrency=max_concurrency,
+    )
+
+
+def measure_runs(
+    runs: int, config: str, request: dict[str, Any], field: str, rate: float, settle: float
+) -> list[ChangeRun]:
+    """``runs`` runs of ``measure_change``, each printed as it ends, then their medians."""
+    done: list[ChangeRun] = []
+    for number in range(1, runs + 1):
+        run = uvloop.run(measure_change(config, request, field, rate, settle))
+        done.append(run)
+        print(f"run {number}: " + "\n".join(run.lines(field)), flush=True)
+    print(medians(done, field))
+    return done
+
+
+def lost_and_doubles(runs: list[ChangeRun]) -> tuple[int, int]:
+    """Pings never answered, and answers past the first, over all runs."""
+    lost = sum(run.during.lost + run.before.lost for run in runs)
+    return lost, sum(run.during.doubles + run.before.doubles for run in runs)
 
 
 def medians(runs: list[ChangeRun], name: str) -> str:

@@ -257,13 +257,8 @@ def control(args: argparse.Namespace, config: Config) -> int:
         if args.action == "set":
             request["fields"] = parse_fields(args.fields)
     path = socket_path(args, config)
-    try:
-        answer = call_sync(path, request, CONTROL_TIMEOUT)
-    except (ControlError, TimeoutError) as error:
-        print(f"sharder: {error}", file=sys.stderr)
-        return 1
-    if not answer.get("ok"):
-        print(f"sharder: {answer.get('error', 'the master refused')}", file=sys.stderr)
+    answer = ask(path, request)
+    if answer is None:
         return 1
     if args.command == "status":
         if args.json:
@@ -287,18 +282,26 @@ def control(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def ask(path: Path, request: dict[str, Any]) -> dict[str, Any] | None:
+    """The master's answer to ``request``; None, and why on stderr, if there is none."""
+    try:
+        answer = call_sync(path, request, CONTROL_TIMEOUT)
+    except (ControlError, TimeoutError) as error:
+        print(f"sharder: {error}", file=sys.stderr)
+        return None
+    if not answer.get("ok"):
+        print(f"sharder: {answer.get('error', 'the master refused')}", file=sys.stderr)
+        return None
+    return answer
+
+
 def follow(path: Path, change_of: Callable[[SharderStatus], Change | None]) -> int:
     """Print a change's steps (a rolling restart, a move) as the status shows them, until it
     ends; 0 if it is done."""
     shown = None
     while True:
-        try:
-            answer = call_sync(path, {"command": "status"}, CONTROL_TIMEOUT)
-        except (ControlError, TimeoutError) as error:
-            print(f"sharder: lost the master while following: {error}", file=sys.stderr)
-            return 1
-        if not answer.get("ok"):
-            print(f"sharder: {answer.get('error', 'the master refused')}", file=sys.stderr)
+        answer = ask(path, {"command": "status"})
+        if answer is None:
             return 1
         change = change_of(msgspec.convert(answer["status"], SharderStatus))
         if change is None:

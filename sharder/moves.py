@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 
+from sharder.change import Change
 from sharder.children import Children
 from sharder.shard_workers import ShardWorkers
 from sharder.status import MovePhase, MoveState, MoveStatus
@@ -31,7 +32,7 @@ from sharder.workers import WorkerHandle
 log = logging.getLogger("sharder.supervisor")
 
 
-class ShardMove:
+class ShardMove(Change[MoveState]):
     def __init__(
         self,
         shard_id: int,
@@ -50,11 +51,8 @@ class ShardMove:
         self.children = children
         self.shard_workers = shard_workers
         self.step_timeout = step_timeout
-        self.clock = clock
-        self.state: MoveState = "moving"
-        self.reason: str | None = None
-        self.started_at = self.since = clock()
-        self.ended_at: float | None = None
+        super().__init__("moving", clock)
+        self.since = self.started_at
         log.info(
             "moving shard %d from worker %d to worker %d (%s)", shard_id, source.id, target.id, why
         )
@@ -66,12 +64,10 @@ class ShardMove:
             source.released.discard(shard_id)
             shard_workers.release(source, shard_id)
 
-    @property
-    def active(self) -> bool:
-        return self.state == "moving"
+    def what(self) -> str:
+        return f"moving shard {self.shard_id} to worker {self.target.id}"
 
     def advance(self) -> None:
-        """Move on as far as what happened allows (every supervisor pass)."""
         if not self.active:
             return
         now = self.clock()
@@ -110,19 +106,10 @@ class ShardMove:
             why=self.why,
             phase=self.phase if self.active else None,
             reason=self.reason,
-            took_s=(
-                round(self.ended_at - self.started_at, 3) if self.ended_at is not None else None
-            ),
+            took_s=self.took_s(),
         )
 
     def _reassign(self) -> None:
         self.shard_workers.reassign(self.source, self.target, self.shard_id)
         self.phase = "resuming"
         self.since = self.clock()
-
-    def _end(self, state: MoveState, reason: str | None) -> None:
-        self.state = state
-        self.reason = reason
-        self.ended_at = self.clock()
-        if reason is not None:
-            log.error("moving shard %d %s: %s", self.shard_id, state, reason)

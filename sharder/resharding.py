@@ -27,6 +27,7 @@ from collections.abc import Callable
 
 from protocol import RoutingTable, contiguous_assignment
 from protocol.messages import CATCH_UP_MAX, CatchUp, Cutover
+from sharder.change import Change
 from sharder.children import Children
 from sharder.shard_workers import ShardWorkers
 from sharder.state_service import StateService
@@ -43,7 +44,7 @@ CUTOVER_LEAD = 0.25
 RETIRE_AFTER = 1.0
 
 
-class Reshard:
+class Reshard(Change[ReshardState]):
     def __init__(
         self,
         shard_count: int,
@@ -67,15 +68,12 @@ class Reshard:
         self.step_timeout = step_timeout
         self.on_cutover = on_cutover
         self.why = why
-        self.clock = clock
+        super().__init__("resharding", clock)
         self.wall = wall
         self.from_shards = table.shard_count
         self.to_shards = shard_count
-        self.state: ReshardState = "resharding"
         self.phase: ReshardPhase = "connecting"
-        self.reason: str | None = None
-        self.started_at = self.since = clock()
-        self.ended_at: float | None = None
+        self.since = self.started_at
         self.cutover_at: float | None = None  # wall clock, once named
         owners = table.owners()
         self.old = [workers[owner] for owner in owners]
@@ -115,12 +113,10 @@ class Reshard:
             children.add(handle, shard_workers)
             children.spawn(handle)
 
-    @property
-    def active(self) -> bool:
-        return self.state == "resharding"
+    def what(self) -> str:
+        return f"reshard from {self.from_shards} to {self.to_shards} shards"
 
     def advance(self) -> None:
-        """Move on as far as what happened allows (every supervisor pass)."""
         if not self.active:
             return
         now = self.clock()
@@ -159,9 +155,7 @@ class Reshard:
             shards_ready=self.shards_ready() if self.phase == "connecting" else self.to_shards,
             cutover_at=self.cutover_at,
             reason=self.reason,
-            took_s=(
-                round(self.ended_at - self.started_at, 3) if self.ended_at is not None else None
-            ),
+            took_s=self.took_s(),
         )
 
     def cancel(self, reason: str) -> None:
@@ -231,13 +225,3 @@ class Reshard:
 
     def _loaded(self, handle: WorkerHandle) -> bool:
         return self._ready_shards(handle) == len(handle.shard_ids)
-
-    def _end(self, state: ReshardState, reason: str | None) -> None:
-        self.state = state
-        self.reason = reason
-        self.ended_at = self.clock()
-        took = self.ended_at - self.started_at
-        if state == "done":
-            log.info("resharded to %d shards in %.1f s", self.to_shards, took)
-        else:
-            log.error("reshard %s after %.1f s: %s", state, took, reason)

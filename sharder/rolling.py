@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 
+from sharder.change import Change
 from sharder.children import Children
 from sharder.shard_workers import ShardWorkers
 from sharder.status import RollPhase, RollState, RollStatus
@@ -41,7 +42,7 @@ class Step:
     old_process: BaseProcess | None = None
 
 
-class RollingRestart:
+class RollingRestart(Change[RollState]):
     def __init__(
         self,
         workers: list[WorkerHandle],
@@ -58,21 +59,15 @@ class RollingRestart:
         self.shard_workers = shard_workers
         self.step_timeout = step_timeout
         self.resumable = resumable
-        self.clock = clock
-        self.state: RollState = "rolling"
+        super().__init__("rolling", clock)
         self.replaced: list[int] = []
-        self.reason: str | None = None
         self.step: Step | None = None
-        self.started_at = clock()
-        self.ended_at: float | None = None
         log.info("rolling restart of %d workers", self.total)
 
-    @property
-    def active(self) -> bool:
-        return self.state == "rolling"
+    def what(self) -> str:
+        return f"rolling restart of {self.total} workers"
 
     def advance(self) -> None:
-        """Move the roll on as far as what happened allows (every supervisor pass)."""
         while self.active:
             step = self.step
             if step is None:
@@ -109,9 +104,7 @@ class RollingRestart:
             worker=step.worker.id if step is not None else None,
             phase=step.phase if step is not None else None,
             reason=self.reason,
-            took_s=(
-                round(self.ended_at - self.started_at, 3) if self.ended_at is not None else None
-            ),
+            took_s=self.took_s(),
         )
 
     # -- the phases ------------------------------------------------------------------------------
@@ -193,13 +186,3 @@ class RollingRestart:
             step.worker.standby = None
         if step.standby.process is not None:
             self.children.kill(step.standby, "rolling restart stopped")
-
-    def _end(self, state: RollState, reason: str | None) -> None:
-        self.state = state
-        self.reason = reason
-        self.ended_at = self.clock()
-        took = self.ended_at - self.started_at
-        if state == "done":
-            log.info("rolling restart done: %d workers in %.1f s", self.total, took)
-        else:
-            log.error("rolling restart %s after %.1f s: %s", state, took, reason)

@@ -78,6 +78,14 @@ class RestGateStatus(msgspec.Struct, kw_only=True):
     routes: list[RouteReport] = []
 
 
+def _taking(took_s: float | None) -> str:
+    return f" in {took_s:.1f} s" if took_s is not None else ""
+
+
+def _because(why: str) -> str:
+    return f" ({why})" if why != "requested" else ""
+
+
 RollPhase = Literal["loading", "handing_over", "resuming"]
 RollState = Literal["rolling", "done", "failed", "cancelled"]
 
@@ -98,7 +106,7 @@ class RollStatus(msgspec.Struct, kw_only=True):
         if self.state == "rolling":
             where = f": worker {self.worker} {self.phase}" if self.worker is not None else ""
             return f"rolling restart{where} ({len(self.replaced)}/{self.workers} replaced)"
-        took = f" in {self.took_s:.1f} s" if self.took_s is not None else ""
+        took = _taking(self.took_s)
         if self.state == "done":
             return f"rolling restart done: {self.workers} workers{took}"
         return f"rolling restart {self.state}: {self.reason} ({len(self.replaced)} replaced{took})"
@@ -122,11 +130,10 @@ class MoveStatus(msgspec.Struct, kw_only=True):
 
     def line(self) -> str:
         what = f"shard {self.shard} from worker {self.source} to worker {self.target}"
-        if self.why != "requested":
-            what += f" ({self.why})"
+        what += _because(self.why)
         if self.state == "moving":
             return f"moving {what}: {self.phase}"
-        took = f" in {self.took_s:.1f} s" if self.took_s is not None else ""
+        took = _taking(self.took_s)
         if self.state == "done":
             return f"moved {what}{took}"
         return f"moving {what} failed{took}: {self.reason}"
@@ -151,11 +158,10 @@ class ReshardStatus(msgspec.Struct, kw_only=True):
 
     def line(self) -> str:
         what = f"resharding from {self.from_shards} to {self.to_shards} shards"
-        if self.why != "requested":
-            what += f" ({self.why})"
+        what += _because(self.why)
         if self.state == "resharding":
             return f"{what}: {self.phase} ({self.shards_ready}/{self.to_shards} new shards ready)"
-        took = f" in {self.took_s:.1f} s" if self.took_s is not None else ""
+        took = _taking(self.took_s)
         if self.state == "done":
             return f"resharded from {self.from_shards} to {self.to_shards} shards{took}"
         return f"{what} failed{took}: {self.reason}"

@@ -9,9 +9,9 @@ import json
 from typing import Any
 
 from simulator.child import call_control
+from tests.changes import gateway_counts, through_traffic
 from tests.sharder_run import run_cli, running_sharder
 from tests.test_sharder_handoff import STRICT, replies_to
-from tests.test_sharder_rolling import gateway_counts, pings_until
 
 SHARDS = 4
 GUILDS = 16
@@ -33,27 +33,16 @@ async def test_a_moved_shard_resumes_on_its_new_worker_under_traffic_losing_noth
             {"command": "state_set", "scope": "guild_config", "key": str(guild), "fields": {"p": 1}}
         )
         before = await gateway_counts(run)
-        done, sent = asyncio.Event(), list[dict[str, Any]]()
-        pinging = asyncio.create_task(pings_until(run, done, sent))
-        await asyncio.sleep(1.0)
-        moved = await asyncio.to_thread(run_cli, "move", "1", "1", cwd=run.directory)
-        await asyncio.sleep(1.0)
-        done.set()
-        await pinging
-        assert moved.returncode == 0, moved.stderr
-        assert "moved shard 1 from worker 0 to worker 1" in moved.stdout
+        moved = await through_traffic(run, "move", "1", "1")
+        assert "moved shard 1 from worker 0 to worker 1" in moved.command.stdout
+        assert moved.doubles == 0
+        assert moved.gateway == {"identifies": 0, "resumes": 1, "identify_violations": 0}
 
-        status = await run.wait_ready()
+        status = await run.status()
         assert status["move"]["state"] == "done"
         assert owners(status) == {0: 0, 1: 1, 2: 1, 3: 1}
         assert [worker["shards"] for worker in status["workers"]] == [[0], [1, 2, 3]]
         assert [worker["pid"] for worker in status["workers"]] == pids  # no process replaced
-        counts = await replies_to(run, sent)
-        doubles = sum(count - 1 for count in counts.values() if count > 1)
-        changes = {key: value - before[key] for key, value in (await gateway_counts(run)).items()}
-        print(f"{len(sent)} pings over the move, {doubles} answered twice; {changes}")
-        assert doubles == 0
-        assert changes == {"identifies": 0, "resumes": 1, "identify_violations": 0}
 
         # The guild's commands and shared state are served by its new worker now.
         reply = await run.reply_to(await run.say("!ping", guild_id=guild))

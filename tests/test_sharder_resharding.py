@@ -12,9 +12,9 @@ import psutil
 
 from scripts.bench_chaos import snowflake_time
 from simulator.child import call_control
+from tests.changes import through_traffic
 from tests.sharder_run import RunningSharder, run_cli, running_sharder
 from tests.test_sharder_handoff import STRICT, replies_to
-from tests.test_sharder_rolling import gateway_counts, pings_until
 
 GUILDS = 32
 
@@ -29,29 +29,17 @@ async def test_a_reshard_from_4_to_8_under_traffic_answers_every_ping_once() -> 
         await run.command(
             {"command": "state_set", "scope": "guild_config", "key": str(guild), "fields": {"p": 2}}
         )
-        before = await gateway_counts(run)
-        done, sent = asyncio.Event(), list[dict[str, Any]]()
-        pinging = asyncio.create_task(pings_until(run, done, sent))
-        await asyncio.sleep(1.0)
-        resharded = await asyncio.to_thread(run_cli, "reshard", "8", cwd=run.directory)
-        await asyncio.sleep(1.0)
-        done.set()
-        await pinging
-        assert resharded.returncode == 0, resharded.stderr
-        assert "resharded from 4 to 8 shards" in resharded.stdout
-        assert "connecting" in resharded.stdout
+        resharded = await through_traffic(run, "reshard", "8")
+        assert "resharded from 4 to 8 shards" in resharded.command.stdout
+        assert "connecting" in resharded.command.stdout
+        assert resharded.doubles == 0
+        assert resharded.gateway == {"identifies": 8, "resumes": 0, "identify_violations": 0}
 
-        status = await run.wait_ready()
+        status = await run.status()
         assert status["shard_count"] == 8 and status["reshard"]["state"] == "done"
         assert [shard["id"] for shard in status["shards"]] == list(range(8))
         assert [worker["shards"] for worker in status["workers"]] == [[0, 1, 2, 3], [4, 5, 6, 7]]
         assert not {worker["pid"] for worker in status["workers"]} & old_pids
-        counts = await replies_to(run, sent)
-        doubles = sum(count - 1 for count in counts.values() if count > 1)
-        changes = {key: value - before[key] for key, value in (await gateway_counts(run)).items()}
-        print(f"{len(sent)} pings over the reshard, {doubles} answered twice; {changes}")
-        assert doubles == 0
-        assert changes == {"identifies": 8, "resumes": 0, "identify_violations": 0}
         # Both generations got the guild's events while they ran side by side.
         seen = await call_control(sim.control_url, "GET", f"/dispatches?guild_id={guild}")
         assert seen["by_shard_count"].get("4", 0) > 0 and seen["by_shard_count"].get("8", 0) > 0
