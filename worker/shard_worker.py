@@ -65,6 +65,7 @@ CLOSE_TIMEOUT = 5.0
 # On a restart, how long the handlers running are given to finish (their replies to go out)
 # before the sessions go to the next process; within the master's shutdown_timeout.
 HANDOVER_DRAIN = 3.0
+EXIT_LINK_LOST = 1
 
 
 async def serve(spec: WorkerSpec, pipe: multiprocessing.connection.Connection) -> int:
@@ -182,6 +183,7 @@ class ShardWorker:
                     await self.bot.close()  # not started yet, it has nothing to close
             if starting is not None:
                 starting.cancel()  # ended by the close, unless it had not begun
+            self.stopping.set()  # ending on purpose: the link's end is ours
             serving.cancel()
             self.link.connection.close()
         return 0
@@ -377,9 +379,17 @@ class ShardWorker:
     async def _serve(self) -> None:
         try:
             await self.link.serve(self._dispatch)
-        finally:
-            # The master is gone or closed the link: nobody supervises us any more.
-            self.stopping.set()
+        except asyncio.CancelledError:
+            raise  # the process ends on its own: its end says why
+        except Exception as error:
+            log.warning("the link to the master failed: %r", error)
+        if not self.stopping.is_set():
+            # The link ended without a stop: the master replaces this process (its link
+            # broke) or is gone. Closing the websockets would end the sessions its next
+            # process resumes; leave them open, as a process that dies does.
+            log.warning("the link to the master ended: exiting, the sessions left open")
+            logging.shutdown()
+            os._exit(EXIT_LINK_LOST)
 
     def _dispatch(self, message: AnyMessage) -> None:
         if isinstance(message, CommandExec):  # first: by far the most frequent
