@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import ctypes
 import importlib
-import logging
 import os
 import signal
 import sys
 from dataclasses import dataclass
 from typing import Any
+
+from child import log_lines
 
 PR_SET_PDEATHSIG = 1
 # A child that finds it cannot work with what is installed (an unsupported hikari) exits with
@@ -40,6 +41,7 @@ class ChildStart:
     label: str  # its name in the log: "worker-0", "compute-1", "rest-gate"
     master_pid: int  # the child exits if this is no longer its parent
     log_level: str
+    log_format: str = "text"  # or "json": see child.log_lines
 
 
 def run_child(start: ChildStart, *arguments: Any) -> None:
@@ -49,11 +51,7 @@ def run_child(start: ChildStart, *arguments: Any) -> None:
     # how we stop, and SIGHUP is its rolling restart.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    logging.basicConfig(
-        level=start.log_level,
-        format=f"%(asctime)s %(levelname)s {start.label} %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    log_lines.configure(start.log_level, start.log_format, *log_lines.role_and_id(start.label))
     import uvloop  # here, not at the top: the master that imports this module never runs it
 
     module_name, _, function_name = start.entry.partition(":")

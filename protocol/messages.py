@@ -88,6 +88,12 @@ class Heartbeat(Request, tag="HEARTBEAT"):
     sent_at: float
 
 
+# Event types a shard's counts are kept apart for; the rest are counted as OTHER_EVENTS.
+EVENT_TYPES_MAX = 64
+OTHER_EVENTS = "OTHER"
+EventType = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_]{1,64}$")]
+
+
 class ShardHealth(msgspec.Struct, kw_only=True, omit_defaults=True):
     """One shard's condition as its worker sees it, plus what is needed to resume its session."""
 
@@ -99,6 +105,11 @@ class ShardHealth(msgspec.Struct, kw_only=True, omit_defaults=True):
     session_id: str | None = None
     seq: int | None = None
     resume_url: str | None = None
+    # Dispatches received by this process for the shard, by event type, since it started.
+    events: Annotated[
+        dict[EventType, Annotated[int, msgspec.Meta(ge=0)]],
+        msgspec.Meta(max_length=EVENT_TYPES_MAX),
+    ] = {}
 
 
 # Handled dispatches a shard keeps past its floor: past this, the oldest unhandled one is given

@@ -26,6 +26,7 @@ from child.runtime import EXIT_UNUSABLE, run_child
 from protocol import PROTOCOL_VERSION, ConnectionClosed, open_connection, socket_from_pipe
 from protocol.messages import Heartbeat, HeartbeatAck, Hello
 from sharder.config import SupervisorSection
+from sharder.incidents import INCIDENTS
 from sharder.kinds import ChildKind
 from sharder.lifecycle import ChildHandle
 
@@ -247,6 +248,7 @@ class Children:
             handle.restart_requested = True  # replaced at once, not counted toward a crash loop
         if handle.temporary:
             log.info("%s exited (%s)", handle, how)
+            INCIDENTS.record("exit", handle.label, f"{handle} exited ({how})")
             del self.kinds[handle]
             return
         if process.exitcode == EXIT_UNUSABLE and not self.stopping():
@@ -258,6 +260,7 @@ class Children:
             handle.restart_requested = False
             handle.restarts += 1
             log.info("%s stopped for its restart (%s)", handle, how)
+            INCIDENTS.record("restart", handle.label, f"{handle} restarted ({how})")
             standby = kind.successor(handle)
             if standby is not None:
                 self.take_over(handle, standby)
@@ -275,25 +278,18 @@ class Children:
         recent = handle.count_exit(now, self.config.crash_loop_window)
         if recent > self.config.crash_loop_restarts:
             handle.transition("failed")
-            log.error(
-                "%s failed: %d exits within %.0f s (last: %s); it stays down",
-                handle,
-                recent,
-                self.config.crash_loop_window,
-                handle.last_exit,
-            )
+            window = self.config.crash_loop_window
+            why = f"{recent} exits within {window:.0f} s (last: {handle.last_exit})"
+            log.error("%s failed: %s; it stays down", handle, why)
+            INCIDENTS.record("failed", handle.label, f"{handle} failed: {why}")
             kind.gave_up(handle)
             return
         handle.transition("backoff")
         handle.restarts += 1
         handle.restart_at = now + handle.backoff
-        log.warning(
-            "%s exited (%s); restart %d in %.1f s",
-            handle,
-            handle.last_exit,
-            handle.restarts,
-            handle.backoff,
-        )
+        what = f"{handle} exited ({handle.last_exit}); restart {handle.restarts}"
+        log.warning("%s in %.1f s", what, handle.backoff)
+        INCIDENTS.record("exit", handle.label, f"{what} in {handle.backoff:.1f} s")
         handle.backoff = min(handle.backoff * 2, self.config.restart_backoff_max)
 
     # -- heartbeats ------------------------------------------------------------------------------
@@ -316,6 +312,7 @@ class Children:
             )
             if hung is not None:
                 log.error("%s is %s; killing it", handle, hung)
+                INCIDENTS.record("hang", handle.label, f"{handle} is {hung}; killed")
                 self.kill(handle, hung)
                 continue
             self._heartbeat_nonce += 1

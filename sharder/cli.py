@@ -29,6 +29,7 @@ from typing import Any, NoReturn
 import msgspec
 import uvloop
 
+from child import log_lines
 from sharder import config as config_module
 from sharder.config import Config, ConfigError
 from sharder.control import ControlError, call_sync
@@ -165,7 +166,8 @@ def start(args: argparse.Namespace, config: Config) -> int:
     from sharder.simulated import SimulatorChild
     from sharder.supervisor import Discord, Supervisor
 
-    show_status = not args.no_status
+    # JSON lines are for a log shipper: no status display on stderr between them.
+    show_status = not args.no_status and config.log_format == "text"
     console = None
     if show_status:  # rich only for a display: a service (--no-status) runs without it
         from rich.console import Console
@@ -180,9 +182,7 @@ def start(args: argparse.Namespace, config: Config) -> int:
             level=config.log_level, format="%(name)s: %(message)s", handlers=[handler]
         )
     else:
-        logging.basicConfig(
-            level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+        log_lines.configure(config.log_level, config.log_format, "master")
     intents = intent_value(config.bot.intents)
     token = config_module.token_from_environment(config)
     # Out of the environment before any child starts: the shard workers get the token in their
@@ -195,7 +195,7 @@ def start(args: argparse.Namespace, config: Config) -> int:
         fail(f"a sharder is already running (control socket {path})")
     simulator = None
     if args.simulate:
-        simulator = SimulatorChild(config.simulator, config.sharding.shards)
+        simulator = SimulatorChild(config.simulator, config.sharding.shards, config.log_format)
         try:
             endpoints = simulator.start()
         except (OSError, RuntimeError, TimeoutError) as error:

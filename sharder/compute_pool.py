@@ -28,12 +28,16 @@ from protocol.messages import (
     ReplyError,
 )
 from sharder.lifecycle import ChildHandle
+from sharder.measures import MEASURES
 from sharder.status import ComputePoolStatus
 from sharder.workers import ComputeHandle, WorkerHandle
 
 log = logging.getLogger("sharder.compute")
 
 RESULTS = (ComputeResult, ReplyError)
+# Task names measured apart: a bot registers a handful; past this, the rest count together.
+TASK_NAMES = 32
+OTHER_TASKS = "other"
 
 
 class ComputeReports(Protocol):
@@ -65,6 +69,7 @@ class ComputePool:
         self.queued: dict[int, Queued] = {}  # by nonce; insertion order is the queue's
         self.running: dict[int, ComputeHandle] = {}  # by nonce
         self._deadlines: DeadlineWheel[int] = DeadlineWheel(self._expire, clock=clock)
+        self._task_names: set[str] = set()  # measured apart; the rest as OTHER_TASKS
 
     def receiver(self, handle: ComputeHandle) -> Receiver:
         """The read-path callback of one compute worker's connection."""
@@ -131,7 +136,9 @@ class ComputePool:
             if self.running.pop(task.nonce, None) is handle:
                 self._deadlines.discard(task.nonce)
                 self.counts.lost += 1
+                self._measure(handle, task, "limit" if over_limit else "lost")
                 if over_limit:
+                    MEASURES.compute_kills["cpu_limit"] += 1
                     reason = f"the {task.task} task passed its CPU limit ({handle.last_exit})"
                     self._answer(handle.task_origin, task.nonce, "limit", reason)
                 else:
@@ -161,6 +168,7 @@ class ComputePool:
         assert connection is not None
         handle.task = request
         handle.task_origin = origin
+        handle.task_started = self._clock()
         self.running[request.nonce] = handle
         self._deadlines.add(request.nonce, request.deadline)
         connection.forward_soon(frame)
@@ -183,6 +191,10 @@ class ComputePool:
             return
         del self.running[result.nonce]
         self._deadlines.discard(result.nonce)
+        if handle.task is not None:
+            self._measure(
+                handle, handle.task, "ok" if isinstance(result, ComputeResult) else result.code
+            )
         handle.task = None
         handle.tasks_done += 1
         self.counts.done += 1
@@ -206,6 +218,8 @@ class ComputePool:
         task = handle.task
         handle.task = None
         self.counts.timed_out += 1
+        self._measure(handle, task, "timeout")
+        MEASURES.compute_kills["deadline"] += 1
         reason = f"the {task.task} task passed its deadline"
         self._answer(
             handle.task_origin,
@@ -215,6 +229,16 @@ class ComputePool:
         )
         log.warning("%s: %s; killing it", handle, reason)
         self.reports.replace(handle, reason)
+
+    def _measure(self, handle: ComputeHandle, task: ComputeRequest, outcome: str) -> None:
+        """How long ``task`` ran on ``handle``, under its name (while names are few)."""
+        name = task.task
+        if name not in self._task_names:
+            if len(self._task_names) < TASK_NAMES:
+                self._task_names.add(name)
+            else:
+                name = OTHER_TASKS
+        MEASURES.compute_tasks[name, outcome].observe(self._clock() - handle.task_started)
 
     # -- answering ---------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ DEFAULT_API_URL = "https://discord.com/api/v10"
 DEFAULT_ENTRY_POINT = "worker.reference_bot:setup"
 DISCORD_IDENTIFY_WINDOW = 5.0
 DISCORD_SESSION_PERIOD = 86_400.0
+MIN_ADMIN_TOKEN = 16
 
 
 class ConfigError(Exception):
@@ -133,6 +134,22 @@ class ControlSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     socket: Annotated[str, msgspec.Meta(min_length=1)] = "sharder.sock"
 
 
+class MetricsSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Prometheus metrics (``/metrics``) and the live dashboard (``/``) on one HTTP listener."""
+
+    enabled: bool = True
+    # host:port; port 0 picks a free one (``status`` says which). Anything but loopback is
+    # reachable by others: the dashboard shows the bot's layout and load to whoever opens it.
+    address: Annotated[str, msgspec.Meta(pattern=r"^\S+:\d{1,5}$")] = "127.0.0.1:9464"
+    # Set: the dashboard's restart buttons work for whoever gives it; unset: read-only. Keep
+    # the file private (0600) when it holds one.
+    admin_token: str = ""
+
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.address.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
 class SimulatorSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """What ``--simulate`` starts: the simulator's world and traffic."""
 
@@ -165,7 +182,10 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     compute: ComputeSection = msgspec.field(default_factory=ComputeSection)
     rest: RestSection = msgspec.field(default_factory=RestSection)
     simulator: SimulatorSection = msgspec.field(default_factory=SimulatorSection)
+    metrics: MetricsSection = msgspec.field(default_factory=MetricsSection)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # "json": one JSON object per line, for log shippers; "text": for people.
+    log_format: Literal["text", "json"] = "text"
 
     def check(self) -> None:
         """Rules between keys, which field constraints cannot state."""
@@ -178,6 +198,13 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             raise ConfigError(
                 f"sharding.workers ({self.sharding.workers}) must not exceed "
                 f"sharding.shards ({self.sharding.shards}): a worker needs a shard"
+            )
+        _, port = self.metrics.host_port()
+        if port > 65535:
+            raise ConfigError(f"metrics.address: port {port} is past 65535")
+        if 0 < len(self.metrics.admin_token) < MIN_ADMIN_TOKEN:
+            raise ConfigError(
+                f"metrics.admin_token: at least {MIN_ADMIN_TOKEN} characters (it guards restarts)"
             )
         supervisor = self.supervisor
         if supervisor.restart_backoff > supervisor.restart_backoff_max:

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from protocol.clock import Clock
+from sharder.measures import MEASURES
 
 log = logging.getLogger("sharder.identify")
 
@@ -75,6 +76,7 @@ class IdentifyGate:
         # Per bucket, the grant whose IDENTIFY has not been reported sent: (shard, expiry).
         self._in_flight: list[tuple[ShardKey, float] | None] = [None] * max_concurrency
         self._timers: list[asyncio.TimerHandle | None] = [None] * max_concurrency
+        self._asked_at: dict[ShardKey, float] = {}  # of the waiting: for the waits measured
 
     def request(self, shard_id: int, grant: Grant, generation: int = 0) -> None:
         """Call ``grant()`` once ``shard_id`` may IDENTIFY (at once if it may now)."""
@@ -82,11 +84,13 @@ class IdentifyGate:
         # A shard asks again after its worker restarted: one place only.
         self.forget(shard_id, generation)
         self._waiting[bucket].append(((generation, shard_id), grant))
+        self._asked_at[generation, shard_id] = self._clock()
         self._serve(bucket)
 
     def forget(self, shard_id: int, generation: int = 0) -> None:
         """Drop a waiting shard (its worker died)."""
         waiting = self._waiting[shard_id % self.max_concurrency]
+        self._asked_at.pop((generation, shard_id), None)
         for entry in [entry for entry in waiting if entry[0] == (generation, shard_id)]:
             waiting.remove(entry)
 
@@ -152,6 +156,7 @@ class IdentifyGate:
         self._in_flight[bucket] = (key, expires)
         self.remaining -= 1
         self.granted += 1
+        MEASURES.identify_waits.observe(now - self._asked_at.pop(key, now))
         log.info("shard %d may identify (bucket %d)", key[1], bucket)
         grant(expires)
         self._serve(bucket)

@@ -52,7 +52,7 @@ class ChildKind(abc.ABC, Generic[Handle]):
         self.log_level = log_level
 
     def child_start(self, entry: str, label: str) -> ChildStart:
-        return ChildStart(entry, label, os.getpid(), self.log_level)
+        return ChildStart(entry, label, os.getpid(), self.log_level, self.config.log_format)
 
     @abc.abstractmethod
     def start_arguments(self, handle: Handle) -> tuple[object, ...]:
@@ -116,7 +116,7 @@ class ComputeWorkers(ChildKind[ComputeHandle]):
             emoji_max_bytes=compute.emoji_max_bytes,
             emoji_cache_bytes=compute.emoji_cache_mb * 1024 * 1024,
         )
-        return (self.child_start("worker.compute_worker:serve", f"compute-{handle.id}"), spec)
+        return (self.child_start("worker.compute_worker:serve", handle.label), spec)
 
     def started(self, handle: ComputeHandle, pid: int) -> None:
         lower_priority(pid, self.config.compute.niceness)
@@ -168,7 +168,7 @@ class RestGateChild(ChildKind[RestGateHandle]):
             slowdown_at=rest.slowdown_at,
             refuse_at=rest.refuse_at,
         )
-        return (self.child_start("gate.rest_gate:serve", "rest-gate"), spec, self.listener)
+        return (self.child_start("gate.rest_gate:serve", handle.label), spec, self.listener)
 
     def connected(self, handle: RestGateHandle, connection: Connection) -> None:
         handle.transition("ready")

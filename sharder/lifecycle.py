@@ -26,6 +26,7 @@ from typing import Literal
 from protocol import Connection
 from protocol.liveness import Liveness
 from protocol.messages import HeartbeatAck
+from sharder.measures import MEASURES
 
 log = logging.getLogger("sharder.supervisor")
 
@@ -90,6 +91,11 @@ class ChildHandle:
 
     def __str__(self) -> str:
         return f"{self.kind} {self.id}"
+
+    @property
+    def label(self) -> str:
+        """Its name in logs and metrics: "worker-0", "compute-1", "rest-gate"."""
+        return f"{self.kind}-{self.id}"
 
     @property
     def state(self) -> ChildState:
@@ -167,7 +173,9 @@ class ChildHandle:
         self.health = ack
         sent_at = self._pings.get(ack.nonce)
         if sent_at is not None:
-            self.round_trips.append(time.monotonic() - sent_at)
+            took = time.monotonic() - sent_at
+            self.round_trips.append(took)
+            MEASURES.heartbeats[self.label].observe(took)
         # Pings before this one will not be answered any more (acks come in order).
         self._pings = {nonce: at for nonce, at in self._pings.items() if nonce > ack.nonce}
 

@@ -75,6 +75,19 @@ class Master:
         return self.supervisor.state_service
 
     async def run(self) -> int:
+        http = None
+        metrics = self.supervisor.config.metrics
+        if metrics.enabled:
+            from sharder.http_server import HttpServer  # aiohttp and prometheus: only when on
+
+            http = HttpServer(metrics, self.supervisor)
+            try:
+                self.supervisor.metrics_url = await http.start()
+            except OSError as error:
+                log.error("cannot listen for metrics on %s: %s", metrics.address, error.strerror)
+                if self.simulator is not None:
+                    self.simulator.stop()
+                return 1
         server = ControlServer(self.socket_path, self)
         await server.start()
         display = None
@@ -90,5 +103,7 @@ class Master:
                 with contextlib.suppress(asyncio.CancelledError):
                     await display
             await server.close()
+            if http is not None:
+                await http.close()
             if self.simulator is not None:
                 self.simulator.stop()

@@ -48,6 +48,7 @@ from protocol.messages import (
     WorkerStandby,
 )
 from sharder.compute_pool import ComputePool
+from sharder.measures import MEASURES
 from sharder.state_service import StateService
 from sharder.workers import WorkerHandle
 
@@ -72,11 +73,13 @@ class WorkerReports(Protocol):
 class Forwarded:
     origin: int
     target: int
+    started: float  # when the master took it, for the latency measured
 
 
 @dataclass(slots=True)
 class Gathered:
     origin: int
+    started: float
     awaiting: set[int]
     outcomes: list[ShardOutcome] = field(default_factory=list)
 
@@ -181,18 +184,20 @@ class Router:
         if not target.serving:
             self._answer(origin.id, self._error(request.nonce, "target_down", target.describe()))
             return
-        if self._expired(origin, request):
+        now = self._clock()
+        if self._expired(origin, request, now):
             return
         self._deadlines.add(request.nonce, request.deadline)
-        self.pending[request.nonce] = Forwarded(origin.id, target.id)
+        self.pending[request.nonce] = Forwarded(origin.id, target.id, now)
         self.routed += 1
         self._deliver(origin, target, frame)
 
     def _gather(self, origin: WorkerHandle, request: CommandBroadcast, frame: Frame) -> None:
-        if self._expired(origin, request):
+        now = self._clock()
+        if self._expired(origin, request, now):
             return
         self._deadlines.add(request.nonce, request.deadline)
-        route = Gathered(origin.id, set())
+        route = Gathered(origin.id, now, set())
         self.pending[request.nonce] = route
         self.routed += 1
         for target in (self.workers[owner] for owner in self.table.owners()):
@@ -219,6 +224,8 @@ class Router:
                 return
             del self.pending[reply.nonce]
             self._deadlines.discard(reply.nonce)
+            outcome = "ok" if isinstance(reply, ReplyOk) else reply.code
+            MEASURES.requests[outcome].observe(self._clock() - route.started)
             origin = self.workers[route.origin]
             if origin.connection is not None and origin.connection.is_open:
                 origin.connection.forward_soon(frame)
@@ -241,6 +248,7 @@ class Router:
 
     def _complete(self, nonce: int, route: Gathered) -> None:
         self._finish(nonce)
+        MEASURES.broadcasts[_outcome(route.outcomes)].observe(self._clock() - route.started)
         outcomes = sorted(route.outcomes, key=lambda outcome: outcome.shard_id)
         self._answer(route.origin, ReplyOk(nonce=nonce, payload=outcomes))
 
@@ -248,7 +256,9 @@ class Router:
         route = self.pending.pop(nonce, None)
         if route is None:
             return
+        took = self._clock() - route.started
         if isinstance(route, Forwarded):
+            MEASURES.requests["timeout"].observe(took)
             target = self.workers[route.target]
             reason = f"worker {target.id} did not answer before the deadline"
             self._answer(route.origin, self._error(nonce, "timeout", reason))
@@ -257,11 +267,12 @@ class Router:
             route.outcomes.extend(
                 self._failed(self.workers[worker_id], "timeout", "no answer before the deadline")
             )
+        MEASURES.broadcasts["timeout"].observe(took)
         outcomes = sorted(route.outcomes, key=lambda outcome: outcome.shard_id)
         self._answer(route.origin, ReplyOk(nonce=nonce, payload=outcomes))
 
-    def _expired(self, origin: WorkerHandle, request: Request) -> bool:
-        if request.deadline > self._clock():
+    def _expired(self, origin: WorkerHandle, request: Request, now: float) -> bool:
+        if request.deadline > now:
             return False
         self._answer(origin.id, self._error(request.nonce, "timeout", "the deadline had passed"))
         return True
@@ -307,3 +318,8 @@ class Router:
             ShardOutcome(shard_id=shard_id, ok=False, code=code, message=message)
             for shard_id in handle.shard_ids
         ]
+
+
+def _outcome(outcomes: list[ShardOutcome]) -> str:
+    """A broadcast's outcome: "ok", or the code of its first shard that failed."""
+    return next((outcome.code or "error" for outcome in outcomes if not outcome.ok), "ok")

@@ -32,8 +32,10 @@ from protocol.messages import (
 from sharder.compute_pool import ComputePool
 from sharder.config import Config
 from sharder.identify import IdentifyGate
+from sharder.incidents import INCIDENTS
 from sharder.kinds import ChildKind, Discord
 from sharder.lifecycle import ChildHandle
+from sharder.measures import MEASURES
 from sharder.router import Router
 from sharder.state_service import StateService
 from sharder.status import ShardStatus, WorkerStatus
@@ -112,8 +114,7 @@ class ShardWorkers(ChildKind[WorkerHandle]):
             sessions=sessions,
             guild_counts=dict(handle.guild_counts),
         )
-        label = f"standby-{handle.id}" if standby else f"worker-{handle.id}"
-        return (self.child_start("worker.shard_worker:serve", label), spec)
+        return (self.child_start("worker.shard_worker:serve", handle.label), spec)
 
     def _sessions(
         self, handle: WorkerHandle, shard_ids: Collection[int] | None = None
@@ -257,6 +258,9 @@ class ShardWorkers(ChildKind[WorkerHandle]):
     def on_shard_disconnect(self, handle: WorkerHandle, disconnect: ShardDisconnect) -> None:
         for shard_id in disconnect.shard_ids:
             log.warning("shard %d on worker %d: %s", shard_id, handle.id, disconnect.reason)
+            INCIDENTS.record(
+                "disconnect", handle.label, f"shard {shard_id} on {handle}: {disconnect.reason}"
+            )
             previous = handle.shards.get(shard_id)
             guilds = previous.guilds if previous is not None else 0
             state: ShardState = "resuming" if disconnect.resumable else "down"
@@ -277,6 +281,8 @@ class ShardWorkers(ChildKind[WorkerHandle]):
         if shard_id not in handle.shard_ids:
             reason = f"shard {shard_id} is not worker {handle.id}'s (it has {handle.shard_ids})"
             log.warning("refused an IDENTIFY: %s", reason)
+            MEASURES.identify_refused += 1
+            INCIDENTS.record("identify_refused", handle.label, f"refused an IDENTIFY: {reason}")
             connection.send_soon(ReplyError(nonce=request.nonce, code="invalid", message=reason))
             return
 

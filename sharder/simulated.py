@@ -32,7 +32,7 @@ MAX_BACKOFF = 30.0
 
 
 class SimulatorChild:
-    def __init__(self, section: SimulatorSection, shards: int) -> None:
+    def __init__(self, section: SimulatorSection, shards: int, log_format: str) -> None:
         self.flags = [
             "--guilds", str(section.guilds),
             "--members-per-guild", str(section.members_per_guild),
@@ -50,6 +50,7 @@ class SimulatorChild:
             "--guilds-per-shard", str(section.guilds_per_shard),
             "--max-guilds-per-shard", str(section.max_guilds_per_shard),
             *(["--strict"] if section.strict else []),
+            "--log-format", log_format,
         ]  # fmt: skip
         self.process: subprocess.Popen[bytes] | None = None
         self.endpoints: SimulatorEndpoints | None = None

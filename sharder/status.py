@@ -174,6 +174,7 @@ class SharderStatus(msgspec.Struct, kw_only=True):
     shard_count: int
     api_url: str
     simulated: bool
+    metrics_url: str | None = None  # the metrics and dashboard listener, once bound
     events_per_s: float
     workers: list[WorkerStatus]
     shards: list[ShardStatus]

@@ -22,12 +22,14 @@ import fcntl
 import logging
 import os
 import sqlite3
+import time
 from pathlib import Path
 
 import msgspec
 
 from protocol.merge import AddWinsSet
 from protocol.state import KINDS, Entry, MergeState, check_key, decode_state, encode_state
+from sharder.measures import MEASURES
 
 log = logging.getLogger("sharder.store")
 
@@ -194,11 +196,14 @@ class StateStore:
                     (scope, key, entry.version, encode_state(entry.state))
                     for (scope, key), entry in dirty.items()
                 ]
+                started = time.monotonic()
                 try:
                     await asyncio.to_thread(self._write, rows)
                 except Exception as error:
                     self._roll_back(waiting, error)
                     return
+                MEASURES.state_commits.observe(time.monotonic() - started)
+                MEASURES.state_commit_changes.observe(len(waiting))
                 for scope, key, version, data in rows:
                     if (scope, key) in self._dirty:  # changed again meanwhile: undo to this
                         self._undo[scope, key] = (version, data)

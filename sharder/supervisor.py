@@ -102,6 +102,7 @@ class Supervisor:
         # Start-up, for the status: spawn to every worker's hello, and to every shard ready.
         self.connected_after: float | None = None
         self.ready_after: float | None = None
+        self.metrics_url: str | None = None  # the HTTP listener's, once it listens
         # The workers' generation that serves: a reshard's cutover moves it on.
         self.generation = 0
         self.roll: RollingRestart | None = None  # the last rolling restart
@@ -532,6 +533,7 @@ class Supervisor:
             shard_count=self.table.shard_count,
             api_url=self.discord.api_url,
             simulated=self.discord.simulated,
+            metrics_url=self.metrics_url,
             events_per_s=round(sum(handle.events_rate for handle in self.current_workers()), 1),
             workers_connected_s=self.connected_after,
             shards_ready_s=self.ready_after,

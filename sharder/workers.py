@@ -23,6 +23,7 @@ from protocol.messages import (
     ShardHealth,
 )
 from sharder.lifecycle import ChildHandle
+from sharder.measures import MEASURES
 from sharder.status import ComputeStatus, RestGateStatus, ShardStatus, WorkerStatus
 from worker.spec import Session
 
@@ -38,6 +39,7 @@ class ComputeHandle(ChildHandle):
         super().__init__(child_id, first_backoff)
         self.task: ComputeRequest | None = None
         self.task_origin = 0  # the shard worker that asked for the running task
+        self.task_started = 0.0  # when the running task was sent to it
         self.tasks_done = 0
 
     @property
@@ -72,6 +74,7 @@ class RestGateHandle(ChildHandle):
     """The REST gate process: its latest report of what went through it."""
 
     kind = "rest_gate"
+    label = "rest-gate"  # there is only one
 
     def __init__(self, first_backoff: float, url: str, secret: str, lanes: int) -> None:
         super().__init__(0, first_backoff)
@@ -128,6 +131,9 @@ class WorkerHandle(ChildHandle):
         # Each shard's dispatches per second, from the seqs of its last two reports.
         self.shard_rates: dict[int, float] = {}
         self._last_seqs: dict[int, tuple[float, str, int]] = {}
+        # Each shard's dispatches by type as the process last reported them (counts since it
+        # started): what is new goes to the bot's totals.
+        self._last_event_types: dict[int, dict[str, int]] = {}
         # What the shards need to RESUME, as reported over the last seconds; it outlives the
         # process, so that the next one takes the sessions over.
         self.session_history: dict[int, deque[tuple[float, Session]]] = {}
@@ -159,12 +165,22 @@ class WorkerHandle(ChildHandle):
                 self.shards[shard.shard_id] = shard
                 self.remember_session(shard)
                 self._count_rate(shard, now)
+                self._count_event_types(shard)
         if self._last_events is not None and now > self._last_events[0]:
             then, count = self._last_events
             self.events_rate = max(0.0, (ack.events - count) / (now - then))
         self._last_events = (now, ack.events)
         if self.state == "starting" and self.all_shards_ready():
             self.transition("ready")
+
+    def _count_event_types(self, shard: ShardHealth) -> None:
+        before = self._last_event_types.get(shard.shard_id, {})
+        for event_type, count in shard.events.items():
+            was = before.get(event_type, 0)
+            new = count - was if count >= was else count  # fewer: the shard came back anew
+            if new:
+                MEASURES.events[shard.shard_id, event_type] += new
+        self._last_event_types[shard.shard_id] = shard.events
 
     def _count_rate(self, shard: ShardHealth, now: float) -> None:
         if shard.session_id is None or shard.seq is None:
@@ -268,6 +284,7 @@ class WorkerHandle(ChildHandle):
         self.events_rate = 0.0
         self.shard_rates.clear()
         self._last_seqs.clear()
+        self._last_event_types.clear()
         for shard_id in self.shard_ids:
             self.shards[shard_id] = ShardHealth(shard_id=shard_id, state="down")
 

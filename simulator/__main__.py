@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 import sys
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ from dataclasses import fields
 
 import uvloop
 
+from child import log_lines
 from simulator.config import SimulatorConfig
 from simulator.server import Simulator
 from simulator.traffic.spec import TrafficSpec
@@ -71,14 +71,17 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Simulator, argparse.N
         "--traffic-rate", type=float, default=0.0, help="events per second of background traffic"
     )
     parser.add_argument("--log-level", default="WARNING", help="logging level (default: WARNING)")
+    parser.add_argument(
+        "--log-format", choices=["text", "json"], default="text", help="log lines (default: text)"
+    )
     args = parser.parse_args(argv)
     if args.traffic_rate < 0:
         parser.error(f"--traffic-rate must not be negative, got {args.traffic_rate}")
     try:
+        log_lines.configure(args.log_level.upper(), args.log_format, "simulator")
         config = SimulatorConfig(
             strict=args.strict, **{name: getattr(args, name) for name, _, _ in FLAGS.values()}
         )
-        logging.getLogger().setLevel(args.log_level.upper())
         simulator = Simulator(config)  # builds and checks the world
     except ValueError as error:
         parser.error(str(error))
@@ -103,7 +106,6 @@ async def serve(simulator: Simulator, traffic_rate: float) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     simulator, args = parse_args(argv)
     try:
         uvloop.run(serve(simulator, args.traffic_rate))

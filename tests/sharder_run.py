@@ -36,6 +36,7 @@ CLI_TIMEOUT = 60.0
 # Fast supervision so that tests see hangs and restarts in a second or two.
 TEST_CONFIG = """
 log_level = "INFO"
+{top}
 [bot]
 entry_point = "{entry_point}"
 intents = ["ALL_UNPRIVILEGED", "MESSAGE_CONTENT", "GUILD_PRESENCES"]
@@ -61,6 +62,8 @@ workers = 1
 [simulator]
 guilds = {guilds}
 {simulator}
+[metrics]
+{metrics}
 """
 
 
@@ -212,13 +215,17 @@ async def running_sharder(
     supervisor: str = "",
     compute: str = "",
     rest: str = "",
+    metrics: str = "",
+    top: str = "",
     heartbeat_interval: float = 0.2,
     environment: dict[str, str] | None = None,
 ) -> AsyncIterator[RunningSharder]:
-    """``simulator``, ``sharding``, ``supervisor``, ``compute``, ``rest``: more keys of those
-    tables of the config, as TOML lines."""
+    """``simulator``, ``sharding``, ``supervisor``, ``compute``, ``rest``, ``metrics``: more
+    keys of those tables of the config, as TOML lines; ``top``: of the top level."""
     directory = Path(tempfile.mkdtemp(prefix="sharder-", dir="/tmp"))  # short: socket paths
     config_path = directory / "sharder.toml"
+    if "address" not in metrics:  # tests run side by side: each its own free port
+        metrics = f'address = "127.0.0.1:0"\n{metrics}'
     text = TEST_CONFIG.format(
         entry_point=entry_point,
         shards=shards,
@@ -229,6 +236,8 @@ async def running_sharder(
         supervisor=supervisor,
         compute=compute,
         rest=rest,
+        metrics=metrics,
+        top=top,
         heartbeat_interval=heartbeat_interval,
     )
     config_path.write_text(text)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import time
 from collections import Counter
 
@@ -21,11 +22,18 @@ from hikari.impl.shard import GatewayShardImpl
 
 from child.link import MasterLink, resident_bytes
 from protocol import shard_for_guild
-from protocol.messages import HeartbeatAck, ShardHealth, ShardState
+from protocol.messages import (
+    EVENT_TYPES_MAX,
+    OTHER_EVENTS,
+    HeartbeatAck,
+    ShardHealth,
+    ShardState,
+)
 from worker import shard_hooks
 from worker.spec import Session, WorkerSpec
 
 LAG_PROBE_INTERVAL = 0.25
+EVENT_TYPE = re.compile(r"[A-Za-z0-9_]{1,64}")  # as the master takes them (``EventType``)
 # While guilds load, how often their count is checked, and for how long at most (guilds that
 # stay unavailable never arrive).
 LOAD_CHECK_INTERVAL = 0.1
@@ -44,6 +52,8 @@ class WorkerHealth:
         # every event: that makes hikari build an object and a task for each one, which cost
         # 70% more CPU and 90 MiB more memory over a load of 2,500 guilds of 50 members.
         self._counted: dict[int, tuple[str, int]] = {}
+        # Each shard's dispatches by event type, the first EVENT_TYPES_MAX - 1 types apart.
+        self.event_types: dict[int, dict[str, int]] = {}
         self.loop_lag_ms = 0.0
         self.resume(spec.sessions, spec.guild_counts)
 
@@ -53,9 +63,21 @@ class WorkerHealth:
         for shard_id, session in sessions.items():
             self._counted[shard_id] = (session.session_id, session.seq)
 
+    def count_event(self, shard_id: int, event_type: str) -> None:
+        counts = self.event_types.get(shard_id)
+        if counts is None:
+            counts = self.event_types[shard_id] = {}
+        if event_type in counts:
+            counts[event_type] += 1
+        elif len(counts) < EVENT_TYPES_MAX - 1 and EVENT_TYPE.fullmatch(event_type):
+            counts[event_type] = 1
+        else:
+            counts[OTHER_EVENTS] = counts.get(OTHER_EVENTS, 0) + 1
+
     def forget(self, shard_id: int) -> None:
         """The shard moved to another worker."""
         self.states.pop(shard_id, None)
+        self.event_types.pop(shard_id, None)
         self.guild_counts.pop(shard_id, None)
         self._counted.pop(shard_id, None)
 
@@ -84,6 +106,7 @@ class WorkerHealth:
                     session_id=session.session_id if session else None,
                     seq=session.seq if session else None,
                     resume_url=session.resume_url if session else None,
+                    events=dict(self.event_types.get(shard_id, {})),
                 )
             )
         return HeartbeatAck(

@@ -321,8 +321,11 @@ _MUTED: list[asyncio.Future[Any]] = []  # stands for "consumed, start no listene
 _OTHERS: list[asyncio.Future[Any]] = []  # "consumed, start no listener: the other generation's"
 
 
-def install_dispatch_tracking(tracker: DispatchTracker, generation: Generation) -> None:
-    """Follow every gateway dispatch from hikari's consumption to the end of its listeners.
+def install_dispatch_tracking(
+    tracker: DispatchTracker, generation: Generation, count: Callable[[int, str], None]
+) -> None:
+    """Follow every gateway dispatch from hikari's consumption to the end of its listeners,
+    and ``count`` each by shard and event type.
 
     hikari consumes a dispatch (``consume_raw_event``: the cache, then ``dispatch`` of the
     events it makes, each listener a task) with the shard's ``_seq`` set to its seq. While it
@@ -350,6 +353,7 @@ def install_dispatch_tracking(tracker: DispatchTracker, generation: Generation) 
         global _started
         assert isinstance(shard, GatewayShardImpl)
         shard_id, session_id, seq = shard._shard_id, shard._session_id, shard._seq
+        count(shard_id, event_name)
         if seq is None or session_id is None:  # not a session's dispatch: nothing to follow
             consume(self, event_name, shard, payload)
             return

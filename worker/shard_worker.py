@@ -133,7 +133,9 @@ class ShardWorker:
         self._listen()
         shard_hooks.install(self._wait_for_identify_grant, self._identify_sent)
         shard_hooks.install_one_window()
-        shard_hooks.install_dispatch_tracking(self.handled, self.generation)
+        shard_hooks.install_dispatch_tracking(
+            self.handled, self.generation, self.health.count_event
+        )
         shard_hooks.install_close_watch(self._closed_for_good)
         serving = asyncio.create_task(self._serve())
         lag_probe = asyncio.create_task(self.health.probe_loop_lag())

@@ -1,0 +1,1 @@
+"""The live dashboard's static page, served by sharder.http_server."""
