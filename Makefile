@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Parallel test workers: the machine has 2 cores.
 TEST_WORKERS ?= 2
 
-.PHONY: install run test bench lint fmt clean service-install
+.PHONY: install browser run test bench lint fmt clean service-install
 
 install: $(STAMP)
 
@@ -22,7 +22,18 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/python -m sharder start --simulate --shards 8 --workers 4 --traffic-rate 20
 
-test: install
+# The dashboard's browser test drives Debian's chromium through Playwright's driver (no browser
+# download): installed with apt when missing, as root or through sudo.
+CHROMIUM := /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		echo "installing Debian's chromium for the dashboard's browser test"; \
+		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q chromium >/dev/null \
+		|| { $$sudo apt-get update -q >/dev/null \
+			&& DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q chromium >/dev/null; }; }
+
+test: install browser
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) tests
 
 bench: install
@@ -39,6 +50,7 @@ bench: install
 	$(BIN)/python scripts/bench_chaos.py
 	$(BIN)/python scripts/bench_rolling.py
 	$(BIN)/python scripts/bench_reshard.py
+	$(BIN)/python scripts/bench_metrics.py
 
 lint: install
 	$(BIN)/ruff check .
@@ -63,5 +75,5 @@ service-install: install
 	@echo "installed $(UNIT); put the token in /etc/sharder/sharder.env, then: systemctl enable --now sharder"
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis test-artifacts
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
