@@ -135,7 +135,8 @@ async def main(args: argparse.Namespace) -> int:
     print(row("metrics off (no listener)", off))
     print(row("listener on, nobody reading", closed))
     print(row(f"a page open, scraped every {args.scrape_every:g} s", opened))
-    print(f"  {'page open minus closed, same run:':36} {statistics.median(cost):+5.2f} points (target < 2)")  # fmt: skip
+    same_run = statistics.median(cost)
+    print(f"  {'page open minus closed, same run:':36} {same_run:+5.2f} points (target < 2)")
     total = statistics.median(opened) - statistics.median(off)
     print(f"  {'page open minus metrics off:':36} {total:+5.2f} points (two runs: noisier)")
     print(
