@@ -97,7 +97,8 @@ def _optional(value: float | None, digits: int = 0) -> str:
 
 
 def _header(status: SharderStatus) -> Text:
-    """One line: state, pid, uptime, shards ready, events/s, API and the simulation marker."""
+    """One line: state, pid, uptime, shards ready, events/s, API, the dashboard and the
+    simulation marker."""
     ready = status.ready_shards
     line = Text.assemble(
         ("sharder ", "bold"),
@@ -106,6 +107,8 @@ def _header(status: SharderStatus) -> Text:
         (f"{ready}/{status.shard_count}", "green" if ready == status.shard_count else "yellow"),
         f"  {status.events_per_s:.1f} events/s  {status.api_url}",
     )
+    if status.metrics_url is not None:
+        line.append(f"  dashboard {status.metrics_url}/")
     if status.simulated:
         line.append("  simulated", style="bold magenta")
     return line

@@ -27,6 +27,10 @@ def test_no_file_means_the_defaults() -> None:
         ("[supervisor]\nrestart_backoff = 5\nrestart_backoff_max = 1\n", "restart_backoff"),
         ("[supervisor]\nheartbeat_misses = 0\n", "supervisor.heartbeat_misses"),
         ("[control]\nsocket = ''\n", "control.socket"),
+        ("[metrics]\naddress = '9464'\n", "metrics.address"),
+        ("[metrics]\naddress = '127.0.0.1:70000'\n", "port 70000 is past 65535"),
+        ("[metrics]\nadmin_token = 'short'\n", "metrics.admin_token: at least 16"),
+        ("log_format = 'xml'\n", "log_format"),
     ],
 )
 def test_rules_between_and_within_keys(text: str, message: str, tmp_path: Path) -> None:
